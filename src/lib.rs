@@ -1,0 +1,10 @@
+//! lossconf: a specification-driven conformance suite for loss functions.
+//!
+//! See `README.md` and `docs/DESIGN.md` for the data flow: specs -> cases -> trials.
+
+pub mod backend;
+pub mod reference;
+pub mod tensor;
+
+pub use backend::{Backend, Call, CallError, ErrorKind, Outcome, Value};
+pub use tensor::{DType, Tensor};
