@@ -1,0 +1,282 @@
+//! Reference kernels for `tf.nn.*` cross-entropy ops (TensorFlow 2.21, CPU).
+//!
+//! The computations mirror TensorFlow's kernels op by op in the working dtype (see [`nd::Fp`]):
+//! `sigmoid_cross_entropy_with_logits` is the Python composite
+//! `relu(x) - x * z + log1p(exp(-|x|))`; the two softmax ops follow `xent_op.h` /
+//! `sparse_xent_op.h`: shift by the row maximum, `log(sum(exp))`, then `labels * (lse - shifted)`.
+//! That is why `labels = 0` against a `-inf` logit gives NaN (0 * inf), exactly as TensorFlow.
+
+pub mod nd;
+
+use super::{Args, Kernel};
+use crate::backend::{CallError, Value};
+use crate::tensor::{DType, Tensor};
+use nd::{Fp, Nd};
+
+/// `(fully qualified API name, kernel)` for every API of this module.
+pub const KERNELS: &[(&str, Kernel)] = &[
+    (
+        "tf.nn.sigmoid_cross_entropy_with_logits",
+        sigmoid_cross_entropy_with_logits,
+    ),
+    (
+        "tf.nn.softmax_cross_entropy_with_logits",
+        softmax_cross_entropy_with_logits,
+    ),
+    (
+        "tf.nn.sparse_softmax_cross_entropy_with_logits",
+        sparse_softmax_cross_entropy_with_logits,
+    ),
+];
+
+/// Reads the op's `name`: TensorFlow only uses it for the graph name scope.
+pub(crate) fn read_name(a: &Args) -> Result<(), CallError> {
+    match a.get("name") {
+        None | Some(Value::Null) | Some(Value::Str(_)) => Ok(()),
+        Some(v) => Err(CallError::argument(format!(
+            "{}: 'name' must be a string or None, got {}",
+            a.api(),
+            v.describe()
+        ))),
+    }
+}
+
+/// Float dtypes TensorFlow's cross-entropy kernels are registered for.
+fn check_float(op: &str, t: &Tensor) -> Result<DType, CallError> {
+    if t.dtype().is_float() {
+        Ok(t.dtype())
+    } else {
+        Err(CallError::dtype(format!(
+            "{op}: value for attr 'T' of {} is not in the list of allowed values: half, bfloat16, float, double",
+            t.dtype()
+        )))
+    }
+}
+
+/// One element of `sigmoid_cross_entropy_with_logits` in working precision `p`:
+/// `where(x >= 0, x, 0) - x * z + log1p(exp(where(x >= 0, -x, x)))`.
+pub(crate) fn sigmoid_xent(p: Fp, z: f64, x: f64) -> f64 {
+    let ge = x >= 0.0;
+    let relu = if ge { x } else { 0.0 };
+    let neg_abs = if ge { -x } else { x };
+    let lhs = p.r(relu - p.r(x * z));
+    p.r(lhs + p.r(p.exp(neg_abs).ln_1p()))
+}
+
+fn sigmoid_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
+    read_name(a)?;
+    let labels = a.tensor("labels")?;
+    let logits = a.tensor("logits")?;
+    if labels.shape() != logits.shape() {
+        return Err(CallError::shape(format!(
+            "`logits` and `labels` must have the same shape, received ({:?} vs {:?}).",
+            logits.shape(),
+            labels.shape()
+        )));
+    }
+    if labels.dtype() != logits.dtype() {
+        return Err(CallError::dtype(format!(
+            "cannot compute Mul as input #1 was expected to be a {} tensor but is a {} tensor",
+            logits.dtype(),
+            labels.dtype()
+        )));
+    }
+    let dt = logits.dtype();
+    if !dt.is_float() {
+        return Err(CallError::dtype(format!(
+            "sigmoid_cross_entropy_with_logits: logits of dtype {dt} are not supported"
+        )));
+    }
+    let p = Fp(dt);
+    let z = Nd::of(labels);
+    let x = Nd::of(logits);
+    let out = z.zip(&x, |z, x| sigmoid_xent(p, z, x))?;
+    Ok(out.to_tensor(dt))
+}
+
+/// The `SoftmaxCrossEntropyWithLogits` kernel on 2-D inputs in precision `p`; rows of `labels`
+/// and `logits` already broadcast to the same `(n, c)`.
+/// `c` must be positive.
+fn softmax_xent_rows(p: Fp, labels: &[f64], logits: &[f64], c: usize) -> Vec<f64> {
+    labels
+        .chunks(c)
+        .zip(logits.chunks(c))
+        .map(|(z, x)| {
+            let (shifted, lse) = shifted_lse(p, x);
+            let terms: Vec<f64> = z
+                .iter()
+                .zip(&shifted)
+                .map(|(&z, &s)| p.r(z * p.r(lse - s)))
+                .collect();
+            p.sum(&terms)
+        })
+        .collect()
+}
+
+/// `logits - max(logits)` and `log(sum(exp(shifted)))`, each rounded to `p`.
+fn shifted_lse(p: Fp, x: &[f64]) -> (Vec<f64>, f64) {
+    let m = if x.iter().any(|v| v.is_nan()) {
+        f64::NAN
+    } else {
+        x.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    };
+    let shifted: Vec<f64> = x.iter().map(|&v| p.r(v - m)).collect();
+    let e: Vec<f64> = shifted.iter().map(|&s| p.exp(s)).collect();
+    let lse = p.ln(p.sum(&e));
+    (shifted, lse)
+}
+
+/// `tf.nn.softmax_cross_entropy_with_logits(labels, logits, axis)` on arrays: labels are cast to
+/// the logits' working dtype; the result has the logits' dtype. Used by Keras' categorical
+/// cross-entropy with `from_logits=True`.
+pub(crate) fn softmax_xent(
+    labels: &Tensor,
+    logits: &Tensor,
+    axis: i64,
+) -> Result<Tensor, CallError> {
+    let op = "softmax_cross_entropy_with_logits";
+    let out_dt = logits.dtype();
+    let work = match out_dt {
+        DType::Float16 | DType::Bfloat16 => DType::Float32,
+        d => d,
+    };
+    let rank = logits.shape().len();
+    let mut z = Nd::cast(labels, if out_dt.is_float() { work } else { out_dt });
+    let mut x = Nd::cast(logits, work);
+    if axis != -1 {
+        // `_move_dim_to_end` builds `range(axis)` and `range(axis + 1, rank)`: negative axes
+        // other than -1 and axes past the end fail there.
+        if axis < 0 || axis >= rank as i64 {
+            return Err(CallError::argument(format!(
+                "{op}: axis {axis} is not supported for logits of rank {rank} (only -1 or 0..rank)"
+            )));
+        }
+        if z.rank() != rank {
+            return Err(CallError::shape(format!(
+                "{op}: transpose expects labels of rank {rank}, got shape {:?}",
+                z.shape
+            )));
+        }
+        z = z.move_axis_to_end(axis as usize);
+        x = x.move_axis_to_end(axis as usize);
+    }
+    if rank == 0 || z.rank() == 0 {
+        return Err(CallError::shape(format!(
+            "{op}: logits and labels must have rank at least 1, got {:?} and {:?}",
+            x.shape, z.shape
+        )));
+    }
+    check_float(op, logits)?;
+    let flat = |a: &Nd| {
+        let c = *a.shape.last().expect("rank >= 1");
+        let n = if c == 0 {
+            a.shape[..a.rank() - 1].iter().product()
+        } else {
+            a.len() / c
+        };
+        (n, c)
+    };
+    let (nz, cz) = flat(&z);
+    let (nx, cx) = flat(&x);
+    let bcast = nd::broadcast_shapes(&[nz, cz], &[nx, cx]).ok_or_else(|| {
+        CallError::shape(format!(
+            "{op}: logits and labels must be broadcastable: logits_size=[{nx},{cx}] labels_size=[{nz},{cz}]"
+        ))
+    })?;
+    let (n, c) = (bcast[0], bcast[1]);
+    let out_shape = x.shape[..x.rank() - 1].to_vec();
+    if n != out_shape.iter().product::<usize>() {
+        return Err(CallError::shape(format!(
+            "{op}: input to reshape is a tensor with {n} values, but the requested shape is {out_shape:?}"
+        )));
+    }
+    let zb = Nd::new(vec![nz, cz], z.data).broadcast_to(&[n, c]);
+    let xb = Nd::new(vec![nx, cx], x.data).broadcast_to(&[n, c]);
+    // No classes: log(0) = -inf is never used, every row sums zero terms.
+    let cost = if c == 0 {
+        vec![0.0; n]
+    } else {
+        softmax_xent_rows(Fp(work), &zb.data, &xb.data, c)
+    };
+    Ok(Nd::new(out_shape, cost).to_tensor(out_dt))
+}
+
+fn softmax_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
+    read_name(a)?;
+    let labels = a.tensor("labels")?;
+    let logits = a.tensor("logits")?;
+    let axis = a.opt_i64("axis", Some(-1))?.unwrap_or(-1);
+    softmax_xent(labels, logits, axis)
+}
+
+/// The shape checks `sparse_softmax_cross_entropy_with_logits` runs in Python, before its kernel
+/// looks at dtypes or values.
+fn sparse_shapes(labels: &[usize], logits: &[usize]) -> Result<(), CallError> {
+    let op = "sparse_softmax_cross_entropy_with_logits";
+    if logits.is_empty() {
+        return Err(CallError::shape(format!(
+            "{op}: `logits` cannot be a scalar"
+        )));
+    }
+    if labels.len() + 1 != logits.len() || labels != &logits[..logits.len() - 1] {
+        return Err(CallError::shape(format!(
+            "{op}: `labels.shape` must equal `logits.shape` except for the last dimension. Received: labels.shape={labels:?} and logits.shape={logits:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// `tf.nn.sparse_softmax_cross_entropy_with_logits` on arrays: `labels` hold integer class
+/// indices, `logits` the values of a float tensor of dtype `dt`. Used by Keras' sparse
+/// categorical cross-entropy.
+pub(crate) fn sparse_xent(labels: &Nd, logits: &Nd, dt: DType) -> Result<Nd, CallError> {
+    let op = "sparse_softmax_cross_entropy_with_logits";
+    sparse_shapes(&labels.shape, &logits.shape)?;
+    // float16 is computed in float32 and cast back; bfloat16 runs in bfloat16.
+    let work = if dt == DType::Float16 {
+        DType::Float32
+    } else {
+        dt
+    };
+    let p = Fp(work);
+    let c = *logits.shape.last().expect("rank >= 1");
+    if c == 0 {
+        return Err(CallError::shape(format!(
+            "{op}: must have at least one class, but got logits shape {:?}",
+            logits.shape
+        )));
+    }
+    if let Some(&bad) = labels.data.iter().find(|&&l| !(0.0..c as f64).contains(&l)) {
+        return Err(CallError::value(format!(
+            "{op}: received a label value of {bad} which is outside the valid range of [0, {c})"
+        )));
+    }
+    let out = labels
+        .data
+        .iter()
+        .zip(logits.data.chunks(c))
+        .map(|(&l, x)| {
+            let x: Vec<f64> = x.iter().map(|&v| p.r(v)).collect();
+            let (shifted, lse) = shifted_lse(p, &x);
+            dt.round(p.r(lse - shifted[l as usize]))
+        })
+        .collect();
+    Ok(Nd::new(labels.shape.clone(), out))
+}
+
+fn sparse_softmax_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
+    read_name(a)?;
+    let labels = a.tensor("labels")?;
+    let logits = a.tensor("logits")?;
+    let op = "sparse_softmax_cross_entropy_with_logits";
+    sparse_shapes(labels.shape(), logits.shape())?;
+    if !matches!(labels.dtype(), DType::Int32 | DType::Int64) {
+        return Err(CallError::dtype(format!(
+            "{op}: value for attr 'Tlabels' of {} is not in the list of allowed values: int32, int64",
+            labels.dtype()
+        )));
+    }
+    let dt = check_float(op, logits)?;
+    let out = sparse_xent(&Nd::of(labels), &Nd::of(logits), dt)?;
+    Ok(out.to_tensor(dt))
+}
