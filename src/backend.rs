@@ -228,4 +228,9 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &str;
     /// Evaluates one loss call.
     fn forward(&self, call: &Call) -> Outcome;
+    /// The APIs this backend implements, when it knows them up front. Cases of other APIs are
+    /// shown as skips without calling `forward`. `None` means "ask `forward`".
+    fn apis(&self) -> Option<Vec<String>> {
+        None
+    }
 }

@@ -8,3 +8,12 @@ pub mod tensor;
 
 pub use backend::{Backend, Call, CallError, ErrorKind, Outcome, Value};
 pub use tensor::{DType, Tensor};
+pub mod case;
+pub mod generate;
+pub mod spec;
+
+pub mod compare;
+pub mod harness;
+
+pub use harness::Harness;
+pub mod protocol;

@@ -160,7 +160,11 @@ fn check_len(shape: &[usize], len: usize) -> Result<(), TensorError> {
 impl Tensor {
     /// A float tensor; each value is rounded to `dtype` (so callers may pass wider values).
     /// Integer dtypes are accepted too: the values must then be integral.
-    pub fn from_f64(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Result<Tensor, TensorError> {
+    pub fn from_f64(
+        dtype: DType,
+        shape: Vec<usize>,
+        data: Vec<f64>,
+    ) -> Result<Tensor, TensorError> {
         check_len(&shape, data.len())?;
         if dtype.is_float() {
             let data = data.into_iter().map(|x| dtype.round(x)).collect();
@@ -173,7 +177,9 @@ impl Tensor {
         let mut ints = Vec::with_capacity(data.len());
         for x in data {
             if x.fract() != 0.0 || !x.is_finite() || x.abs() > 9.007_199_254_740_992e15 {
-                return Err(TensorError(format!("{x} is not an integer value for {dtype}")));
+                return Err(TensorError(format!(
+                    "{x} is not an integer value for {dtype}"
+                )));
             }
             ints.push(x as i64);
         }
@@ -181,7 +187,11 @@ impl Tensor {
     }
 
     /// An integer or boolean tensor; values are range-checked against the dtype.
-    pub fn from_i64(dtype: DType, shape: Vec<usize>, data: Vec<i64>) -> Result<Tensor, TensorError> {
+    pub fn from_i64(
+        dtype: DType,
+        shape: Vec<usize>,
+        data: Vec<i64>,
+    ) -> Result<Tensor, TensorError> {
         check_len(&shape, data.len())?;
         if dtype.is_float() {
             return Tensor::from_f64(dtype, shape, data.into_iter().map(|x| x as f64).collect());
@@ -336,10 +346,14 @@ impl Tensor {
                     RawElem::Int(x) => x as f64,
                     RawElem::Float(x) => x,
                     RawElem::Str(s) => parse_special_float(&s).ok_or_else(|| {
-                        TensorError(format!("element {i}: {s:?} is not a number (use \"nan\", \"inf\" or \"-inf\")"))
+                        TensorError(format!(
+                            "element {i}: {s:?} is not a number (use \"nan\", \"inf\" or \"-inf\")"
+                        ))
                     })?,
                     RawElem::Bool(b) => {
-                        return Err(TensorError(format!("element {i}: boolean {b} in a {dtype} tensor")))
+                        return Err(TensorError(format!(
+                            "element {i}: boolean {b} in a {dtype} tensor"
+                        )))
                     }
                 });
             }
@@ -355,7 +369,9 @@ impl Tensor {
                         return Err(TensorError(format!("element {i}: {x} in a {dtype} tensor")))
                     }
                     RawElem::Str(s) => {
-                        return Err(TensorError(format!("element {i}: {s:?} in a {dtype} tensor")))
+                        return Err(TensorError(format!(
+                            "element {i}: {s:?} in a {dtype} tensor"
+                        )))
                     }
                 });
             }
@@ -377,14 +393,23 @@ mod tests {
 
     #[test]
     fn float32_values_round_trip_exactly_through_json_and_yaml() {
-        let vals = vec![0.1f32 as f64, f32::MIN_POSITIVE as f64, -3.4e38f32 as f64, f64::NAN, -0.0, f64::INFINITY];
+        let vals = vec![
+            0.1f32 as f64,
+            f32::MIN_POSITIVE as f64,
+            -3.4e38f32 as f64,
+            f64::NAN,
+            -0.0,
+            f64::INFINITY,
+        ];
         let t = Tensor::from_f64(DType::Float32, vec![2, 3], vals).unwrap();
         let json = serde_json::to_string(&t).unwrap();
         let back: Tensor = serde_json::from_str(&json).unwrap();
         let yaml = serde_yaml::to_string(&t).unwrap();
         let back_yaml: Tensor = serde_yaml::from_str(&yaml).unwrap();
         for b in [back, back_yaml] {
-            let (Data::Float(x), Data::Float(y)) = (t.data(), b.data()) else { panic!("float data") };
+            let (Data::Float(x), Data::Float(y)) = (t.data(), b.data()) else {
+                panic!("float data")
+            };
             for (a, b) in x.iter().zip(y) {
                 assert_eq!(a.to_bits(), b.to_bits(), "{a} vs {b}");
             }

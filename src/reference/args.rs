@@ -73,7 +73,11 @@ impl<'a> Args<'a> {
     }
 
     /// An optional string: absent gives the default, null gives `None`.
-    pub fn opt_str(&self, name: &'a str, default: Option<&'a str>) -> Result<Option<&'a str>, CallError> {
+    pub fn opt_str(
+        &self,
+        name: &'a str,
+        default: Option<&'a str>,
+    ) -> Result<Option<&'a str>, CallError> {
         match self.get(name) {
             None => Ok(default),
             Some(Value::Null) => Ok(None),
@@ -95,7 +99,10 @@ impl<'a> Args<'a> {
         match self.get(name) {
             None => Ok(default),
             Some(Value::Null) => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong(name, "a number or None", v)),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.wrong(name, "a number or None", v)),
         }
     }
 

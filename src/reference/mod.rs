@@ -46,4 +46,13 @@ impl Backend for Reference {
         let args = Args::new(&call.api, &call.args);
         kernel(&args).and_then(|t| args.finish().map(|()| t)).into()
     }
+
+    fn apis(&self) -> Option<Vec<String>> {
+        Some(
+            kernels()
+                .into_iter()
+                .map(|(name, _)| name.to_string())
+                .collect(),
+        )
+    }
 }

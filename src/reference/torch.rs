@@ -1,6 +1,0 @@
-//! Reference kernels for `torch` APIs.
-
-use super::Kernel;
-
-/// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];

@@ -1,0 +1,5 @@
+//! Every case in `cases/` against the reference implementation.
+
+fn main() -> std::process::ExitCode {
+    lossconf::Harness::new(lossconf::reference::Reference).run()
+}
