@@ -1,3 +1,4 @@
+#![doc = include_str!("../README.md")]
 //! lossconf: a specification-driven conformance suite for loss functions.
 //!
 //! See `README.md` and `docs/DESIGN.md` for the data flow: specs -> cases -> trials.
