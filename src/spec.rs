@@ -323,17 +323,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
     let de = serde_yaml::Deserializer::from_str(text);
     let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let at = inner
-            .location()
-            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
-            .unwrap_or_default();
+        // serde_yaml's message may already start with the path; it ends with the location.
+        let inner = e.into_inner().to_string();
+        let inner = inner
+            .strip_prefix(&format!("{path}: "))
+            .unwrap_or(&inner)
+            .to_string();
         SpecError {
             file: file.to_path_buf(),
             message: if path == "." {
-                format!("{inner}{at}")
+                inner
             } else {
-                format!("field `{path}`: {inner}{at}")
+                format!("field `{path}`: {inner}")
             },
         }
     })?;
