@@ -1,6 +1,340 @@
-//! Reference kernels for `keras` APIs.
+//! Reference kernels for `tf.keras.losses.*` classes (Keras 3.15.1 on the TensorFlow backend).
+//!
+//! A call's map holds the constructor options and the call arguments (`y_true`, `y_pred`,
+//! `sample_weight`). As Keras does, inputs are cast to the loss dtype (float32 unless `dtype`
+//! says otherwise) and everything is computed in it: the `1e-7` clipping bounds are float32
+//! values (`1 - 1e-7` becomes `1 - 2^-23`) unless the loss dtype is float64.
 
-use super::Kernel;
+pub mod reduction;
+
+use super::tf_nn::nd::{canonical_axis, Fp, Nd};
+use super::tf_nn::{sigmoid_xent, softmax_xent, sparse_xent};
+use super::{Args, Kernel};
+use crate::backend::CallError;
+use crate::tensor::Tensor;
+use reduction::{reduce_weighted, squeeze_or_expand, Common};
 
 /// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];
+pub const KERNELS: &[(&str, Kernel)] = &[
+    ("tf.keras.losses.BinaryCrossentropy", binary_crossentropy),
+    (
+        "tf.keras.losses.CategoricalCrossentropy",
+        categorical_crossentropy,
+    ),
+    ("tf.keras.losses.Huber", huber),
+    ("tf.keras.losses.MeanAbsoluteError", mean_absolute_error),
+    ("tf.keras.losses.MeanSquaredError", mean_squared_error),
+    (
+        "tf.keras.losses.SparseCategoricalCrossentropy",
+        sparse_categorical_crossentropy,
+    ),
+];
+
+/// Keras' `backend.epsilon()`.
+const EPSILON: f64 = 1e-7;
+
+/// The call arguments, cast to the loss dtype and aligned as `LossFunctionWrapper.call` does.
+struct Inputs {
+    y_true: Nd,
+    y_pred: Nd,
+    sample_weight: Option<Nd>,
+}
+
+impl Inputs {
+    fn read(a: &Args, c: Common) -> Result<Inputs, CallError> {
+        let y_true = Nd::cast(a.tensor("y_true")?, c.dtype);
+        let y_pred = Nd::cast(a.tensor("y_pred")?, c.dtype);
+        let sample_weight = a.opt_tensor("sample_weight")?.map(|t| Nd::cast(t, c.dtype));
+        let (y_true, y_pred) = squeeze_or_expand(y_true, y_pred, true);
+        Ok(Inputs {
+            y_true,
+            y_pred,
+            sample_weight,
+        })
+    }
+
+    fn finish(self, values: Nd, mask: Option<&Nd>, c: Common) -> Result<Tensor, CallError> {
+        Ok(reduce_weighted(values, self.sample_weight, mask, c)?.to_tensor(c.dtype))
+    }
+}
+
+/// `ops.mean(x, axis)` for a Python axis (`None`: over everything).
+fn mean_axis(p: Fp, x: &Nd, axis: Option<i64>) -> Result<Nd, CallError> {
+    let Some(axis) = axis else {
+        return Ok(Nd::scalar(p.mean(&x.data)));
+    };
+    let k = reduce_axis_index(x, axis)?;
+    Ok(x.reduce_axis(k, |f| p.mean(f)))
+}
+
+/// The index of a reduction axis; TensorFlow's "Invalid reduction dimension" otherwise.
+fn reduce_axis_index(x: &Nd, axis: i64) -> Result<usize, CallError> {
+    if x.rank() == 0 {
+        return Err(CallError::shape(format!(
+            "Invalid reduction dimension ({axis} for input with 0 dimension(s)"
+        )));
+    }
+    canonical_axis(axis, x.rank()).ok_or_else(|| {
+        CallError::argument(format!(
+            "Invalid reduction dimension ({axis} for input with {} dimension(s)",
+            x.rank()
+        ))
+    })
+}
+
+/// Shared body of the elementwise regression losses: `mean(f(y_true, y_pred), axis=-1)`.
+fn elementwise(a: &Args, c: Common, f: impl Fn(f64, f64) -> f64) -> Result<Tensor, CallError> {
+    let inp = Inputs::read(a, c)?;
+    let terms = inp.y_true.zip(&inp.y_pred, f)?;
+    let values = mean_axis(c.fp(), &terms, Some(-1))?;
+    inp.finish(values, None, c)
+}
+
+fn mean_squared_error(a: &Args) -> Result<Tensor, CallError> {
+    let c = Common::read(a)?;
+    let p = c.fp();
+    elementwise(a, c, |t, y| {
+        let d = p.r(t - y);
+        p.r(d * d)
+    })
+}
+
+fn mean_absolute_error(a: &Args) -> Result<Tensor, CallError> {
+    let c = Common::read(a)?;
+    let p = c.fp();
+    elementwise(a, c, |t, y| p.r(t - y).abs())
+}
+
+fn huber(a: &Args) -> Result<Tensor, CallError> {
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let delta = p.r(a.f64_or("delta", 1.0)?);
+    let half_delta_sq = p.r(0.5 * p.r(delta * delta));
+    elementwise(a, c, |t, y| {
+        let err = p.r(y - t);
+        let abs = err.abs();
+        if abs <= delta {
+            p.r(0.5 * p.r(err * err))
+        } else {
+            p.r(p.r(delta * abs) - half_delta_sq)
+        }
+    })
+}
+
+/// Both arrays must have the same rank and shape (`binary_crossentropy` and
+/// `categorical_crossentropy` in the TensorFlow backend).
+fn same_shape(target: &Nd, output: &Nd) -> Result<(), CallError> {
+    if target.shape != output.shape {
+        return Err(CallError::shape(format!(
+            "Arguments `target` and `output` must have the same shape. Received: target.shape={:?}, output.shape={:?}",
+            target.shape, output.shape
+        )));
+    }
+    Ok(())
+}
+
+/// `clip_by_value(x, epsilon, 1 - epsilon)` with both bounds in the working dtype.
+fn clip(p: Fp, x: f64) -> f64 {
+    let (lo, hi) = (p.r(EPSILON), p.r(1.0 - EPSILON));
+    if x.is_nan() {
+        x
+    } else {
+        x.max(lo).min(hi)
+    }
+}
+
+fn binary_crossentropy(a: &Args) -> Result<Tensor, CallError> {
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let from_logits = a.bool_or("from_logits", false)?;
+    let ls = a.f64_or("label_smoothing", 0.0)?;
+    let axis = a.opt_i64("axis", Some(-1))?;
+    let inp = Inputs::read(a, c)?;
+    let mut target = inp.y_true.clone();
+    if ls != 0.0 {
+        let (keep, add) = (p.r(1.0 - ls), p.r(0.5 * ls));
+        target = target.map(|t| p.r(p.r(t * keep) + add));
+    }
+    let output = &inp.y_pred;
+    if target.rank() != output.rank() {
+        return Err(CallError::shape(format!(
+            "Arguments `target` and `output` must have the same rank (ndim). Received: target.shape={:?}, output.shape={:?}",
+            target.shape, output.shape
+        )));
+    }
+    same_shape(&target, output)?;
+    let terms = if from_logits {
+        target.zip(output, |z, x| sigmoid_xent(p, z, x))?
+    } else {
+        target.zip(output, |t, o| {
+            let o = clip(p, o);
+            let pos = p.r(t * p.ln(o));
+            let neg = p.r(p.r(1.0 - t) * p.ln(p.r(1.0 - o)));
+            -p.r(pos + neg)
+        })?
+    };
+    let values = mean_axis(p, &terms, axis)?;
+    inp.finish(values, None, c)
+}
+
+fn categorical_crossentropy(a: &Args) -> Result<Tensor, CallError> {
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let from_logits = a.bool_or("from_logits", false)?;
+    let ls = a.f64_or("label_smoothing", 0.0)?;
+    let axis = a.opt_i64("axis", Some(-1))?;
+    let inp = Inputs::read(a, c)?;
+    let (mut target, output) = (inp.y_true.clone(), &inp.y_pred);
+    if output.rank() == 0 {
+        return Err(CallError::shape(
+            "categorical_crossentropy: y_pred must be at least rank 1, got a scalar",
+        ));
+    }
+    if ls != 0.0 {
+        // The number of classes is always the last axis, whatever `axis` says.
+        let Some(&n) = target.shape.last() else {
+            return Err(CallError::shape(
+                "categorical_crossentropy: label smoothing needs y_true of rank >= 1",
+            ));
+        };
+        let (keep, add) = (p.r(1.0 - ls), p.r(p.r(ls) / p.r(n as f64)));
+        target = target.map(|t| p.r(p.r(t * keep) + add));
+    }
+    if target.rank() != output.rank() {
+        return Err(CallError::shape(format!(
+            "Arguments `target` and `output` must have the same rank (ndim). Received: target.shape={:?}, output.shape={:?}",
+            target.shape, output.shape
+        )));
+    }
+    same_shape(&target, output)?;
+    let values = if from_logits {
+        let out = softmax_xent(
+            &target.to_tensor(c.dtype),
+            &output.to_tensor(c.dtype),
+            axis.unwrap_or(-1),
+        )?;
+        Nd::of(&out)
+    } else {
+        let xent = |z: &[f64], o: &[f64]| {
+            let s = p.sum(o);
+            let terms: Vec<f64> = z
+                .iter()
+                .zip(o)
+                .map(|(&z, &o)| p.r(z * p.ln(clip(p, p.r(o / s)))))
+                .collect();
+            -p.sum(&terms)
+        };
+        match axis {
+            None => Nd::scalar(xent(&target.data, &output.data)),
+            Some(axis) => {
+                let k = reduce_axis_index(output, axis)?;
+                // Pair each fibre of the target with the same fibre of the output.
+                let n = output.shape[k];
+                let both = Nd::new(
+                    {
+                        let mut s = output.shape.clone();
+                        s[k] = 2 * n;
+                        s
+                    },
+                    interleave_axis(&target, output, k),
+                );
+                both.reduce_axis(k, |f| xent(&f[..n], &f[n..]))
+            }
+        }
+    };
+    inp.finish(values, None, c)
+}
+
+/// Concatenates `a` and `b` (same shape) along axis `k`.
+fn interleave_axis(a: &Nd, b: &Nd, k: usize) -> Vec<f64> {
+    let outer: usize = a.shape[..k].iter().product();
+    let chunk: usize = a.shape[k..].iter().product();
+    let mut out = Vec::with_capacity(2 * a.len());
+    for o in 0..outer {
+        out.extend_from_slice(&a.data[o * chunk..(o + 1) * chunk]);
+        out.extend_from_slice(&b.data[o * chunk..(o + 1) * chunk]);
+    }
+    out
+}
+
+/// `tf.cast(float, int64)` on x86: NaN, infinities and out-of-range values become `i64::MIN`.
+fn cast_to_int64(x: f64) -> f64 {
+    if x.is_finite() && x.abs() < 9.2e18 {
+        x.trunc()
+    } else {
+        i64::MIN as f64
+    }
+}
+
+fn sparse_categorical_crossentropy(a: &Args) -> Result<Tensor, CallError> {
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let from_logits = a.bool_or("from_logits", false)?;
+    let ignore_class = a.opt_f64("ignore_class", None)?;
+    let axis = a.i64_or("axis", -1)?;
+    let inp = Inputs::read(a, c)?;
+    let (mut y_true, mut y_pred) = (inp.y_true.clone(), inp.y_pred.clone());
+    if y_true.rank() == y_pred.rank() {
+        let k = canonical_axis(axis, y_true.rank()).ok_or_else(|| {
+            CallError::argument(format!(
+                "sparse_categorical_crossentropy: axis {axis} is out of range"
+            ))
+        })?;
+        if y_true.shape[k] == 1 {
+            y_true.shape.remove(k);
+        }
+    }
+    let mut valid = None;
+    if let Some(ignore) = ignore_class {
+        let k = canonical_axis(axis, y_pred.rank()).ok_or_else(|| {
+            CallError::argument(format!(
+                "sparse_categorical_crossentropy: axis {axis} is out of range"
+            ))
+        })?;
+        let mut res_shape = y_pred.shape.clone();
+        res_shape.remove(k);
+        let ignore = p.r(ignore);
+        let mask = y_true.map(|t| if t != ignore { 1.0 } else { 0.0 });
+        y_true = y_true.zip(&mask, |t, m| if m != 0.0 { t } else { 0.0 })?;
+        let expanded = if axis < 0 {
+            let at = (axis + mask.rank() as i64 + 1).max(0) as usize;
+            mask.clone().expand(at.min(mask.rank()))
+        } else {
+            mask.clone().expand((axis as usize).min(mask.rank()))
+        };
+        y_pred = expanded.zip(&y_pred, |m, y| if m != 0.0 { y } else { 0.0 })?;
+        valid = Some((mask, res_shape));
+    }
+    // The TensorFlow backend.
+    if axis != -1 && axis != y_pred.rank() as i64 - 1 {
+        return Err(CallError::argument(format!(
+            "Only axis=-1 is currently supported. Received: axis={axis}"
+        )));
+    }
+    let mut target = y_true.map(cast_to_int64);
+    if target.rank() == y_pred.rank() && target.shape.last() == Some(&1) {
+        target = target.squeeze_last();
+    }
+    if y_pred.rank() < 1 {
+        return Err(CallError::shape(
+            "Argument `output` must be at least rank 1.",
+        ));
+    }
+    if !from_logits {
+        y_pred = y_pred.map(|o| p.ln(clip(p, o)));
+    }
+    let mut res = sparse_xent(&target, &y_pred, c.dtype)?;
+    let mut mask = None;
+    if let Some((valid, res_shape)) = valid {
+        if valid.len() != res_shape.iter().product::<usize>() {
+            return Err(CallError::shape(format!(
+                "Input to reshape is a tensor with {} values, but the requested shape is {res_shape:?}",
+                valid.len()
+            )));
+        }
+        let valid = valid.reshape(res_shape);
+        res = res.zip(&valid, |r, m| if m != 0.0 { r } else { 0.0 })?;
+        mask = Some(valid);
+    }
+    inp.finish(res, mask.as_ref(), c)
+}
