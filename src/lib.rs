@@ -17,4 +17,6 @@ pub mod compare;
 pub mod harness;
 
 pub use harness::Harness;
+pub mod process;
 pub mod protocol;
+pub mod summary;

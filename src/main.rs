@@ -2,13 +2,15 @@
 //! reference backend over `lossconf/1`.
 
 use clap::{Parser, Subcommand};
-use lossconf::harness::{self, Check, Plan, Status};
+use lossconf::harness;
+use lossconf::process::ProcessBackend;
 use lossconf::reference::Reference;
+use lossconf::summary;
 use lossconf::Backend;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +26,35 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Format {
+    Pretty,
+    Json,
+    Junit,
+    Markdown,
+}
+
+#[derive(clap::Args)]
+struct RunOptions {
+    /// Run only trials whose name contains one of these strings.
+    filter: Vec<String>,
+    /// Check a program speaking lossconf/1 on stdin/stdout instead of the reference (run by `sh -c`).
+    #[arg(long)]
+    command: Option<String>,
+    /// Seconds a process backend may take to answer one call before that call fails and it is restarted.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// An expected-failures file (YAML list of {trial, reason, upstream?}).
+    #[arg(long)]
+    expected_failures: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Pretty)]
+    format: Format,
+    /// How many failure reports `pretty` prints in full.
+    #[arg(long, default_value_t = 10)]
+    show: usize,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Expand specs/ into cases/ (deterministic; cases/*.expected.yaml is left to tools/reference.py).
@@ -32,17 +63,8 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Run the suite on the reference backend and print a summary per family and API.
-    Run {
-        /// Run only trials whose name contains one of these strings.
-        filter: Vec<String>,
-        /// An expected-failures file (YAML list of {trial, reason}).
-        #[arg(long)]
-        expected_failures: Option<PathBuf>,
-        /// How many failure reports to print in full.
-        #[arg(long, default_value_t = 10)]
-        show: usize,
-    },
+    /// Run the suite (on the reference backend, or --command) and print a summary per family and API.
+    Run(RunOptions),
     /// List families, APIs and case counts.
     List,
     /// Serve the reference backend over lossconf/1 on stdin/stdout.
@@ -54,11 +76,7 @@ fn main() -> ExitCode {
     let root = cli.root.unwrap_or_else(harness::default_root);
     match cli.command {
         Command::Generate { check } => generate(&root, check),
-        Command::Run {
-            filter,
-            expected_failures,
-            show,
-        } => run(&root, &filter, expected_failures.as_deref(), show),
+        Command::Run(opts) => run(&root, opts),
         Command::List => list(&root),
         Command::Serve => {
             let stdin = std::io::stdin();
@@ -120,101 +138,33 @@ fn generate(root: &Path, check: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs checks on all cores; results come back in plan order.
-fn run_all(backend: &dyn Backend, checks: &[&Check]) -> Vec<Status> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = checks.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = checks
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|c| harness::run_check(backend, c))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("run_check contains backend panics"))
-            .collect()
-    })
-}
-
-#[derive(Default)]
-struct Tally {
-    passed: usize,
-    failed: usize,
-    skipped: usize,
-    xfail: usize,
-}
-
-fn run(root: &Path, filter: &[String], xfail: Option<&Path>, show: usize) -> ExitCode {
-    let started = Instant::now();
-    let mut plan: Plan = harness::load_plan(root);
-    if let Some(p) = xfail {
+fn run(root: &Path, opts: RunOptions) -> ExitCode {
+    let backend: Box<dyn Backend> = match &opts.command {
+        None => Box::new(Reference),
+        Some(cmd) => match ProcessBackend::start(cmd, Duration::from_secs_f64(opts.timeout)) {
+            Ok(b) => Box::new(b),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let mut plan = harness::load_plan(root);
+    if let Some(p) = &opts.expected_failures {
         harness::apply_expected_failures(&mut plan, p);
     }
-    let selected: Vec<&Check> = plan
-        .checks
-        .iter()
-        .filter(|c| filter.is_empty() || filter.iter().any(|f| c.case.name.contains(f.as_str())))
-        .collect();
-    let statuses = run_all(&Reference, &selected);
-    let mut by_api: BTreeMap<(String, String), Tally> = BTreeMap::new();
-    let mut failures = Vec::new();
-    let mut total = Tally::default();
-    for (check, status) in selected.iter().zip(statuses) {
-        let t = by_api
-            .entry((check.family.clone(), check.case.api.clone()))
-            .or_default();
-        match status {
-            Status::Passed => (t.passed += 1, total.passed += 1),
-            Status::Skipped(_) => (t.skipped += 1, total.skipped += 1),
-            Status::ExpectedFailure(_) => (t.xfail += 1, total.xfail += 1),
-            Status::Failed(msg) => {
-                failures.push(msg);
-                (t.failed += 1, total.failed += 1)
-            }
-        };
+    let result = summary::run(backend.as_ref(), &plan, &opts.filter);
+    let text = match opts.format {
+        Format::Pretty => result.pretty(opts.show),
+        Format::Json => result.json(),
+        Format::Junit => result.junit(),
+        Format::Markdown => result.markdown(),
+    };
+    print!("{text}");
+    if !matches!(opts.format, Format::Pretty) {
+        eprintln!("{}", result.closing_line());
     }
-    println!(
-        "{:<34} {:<52} {:>7} {:>7} {:>7} {:>6}",
-        "family", "api", "passed", "failed", "skipped", "xfail"
-    );
-    for ((family, api), t) in &by_api {
-        println!(
-            "{family:<34} {api:<52} {:>7} {:>7} {:>7} {:>6}",
-            t.passed, t.failed, t.skipped, t.xfail
-        );
-    }
-    for p in &plan.problems {
-        failures.push(format!("{}: {}", p.name, p.message));
-        total.failed += 1;
-    }
-    for f in failures.iter().take(show) {
-        println!("\n--- FAILED\n{f}");
-    }
-    if failures.len() > show {
-        println!(
-            "\n... {} more failures (use --show N)",
-            failures.len() - show
-        );
-    }
-    if selected.is_empty() {
-        println!("\nno case matches the filter");
-        total.failed += 1;
-    }
-    println!(
-        "\nreference: {} passed, {} failed, {} skipped, {} expected failures in {:.2} s",
-        total.passed,
-        total.failed,
-        total.skipped,
-        total.xfail,
-        started.elapsed().as_secs_f64()
-    );
-    if total.failed > 0 {
+    if result.failed() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -418,6 +418,23 @@ mod tests {
     }
 
     #[test]
+    fn every_float64_bit_pattern_survives_json() {
+        // serde_json parses floats exactly only with its `float_roundtrip` feature; this
+        // catches the 1-ULP drift without it.
+        use rand::{RngCore, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let vals: Vec<f64> = (0..20_000)
+            .map(|_| f64::from_bits(rng.next_u64()))
+            .filter(|x| x.is_finite())
+            .collect();
+        let t = Tensor::from_f64(DType::Float64, vec![vals.len()], vals.clone()).unwrap();
+        let back: Tensor = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        for (a, b) in vals.iter().zip(back.to_f64_vec()) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{a:?} came back as {b:?}");
+        }
+    }
+
+    #[test]
     fn constructors_reject_inconsistent_parts() {
         assert!(Tensor::from_f64(DType::Float32, vec![2, 2], vec![1.0; 3]).is_err());
         assert!(Tensor::from_i64(DType::Uint8, vec![1], vec![256]).is_err());
