@@ -1,0 +1,541 @@
+"""Differential check: random loss calls sent to a `lossconf/1` server, compared with the frameworks.
+
+    python tools/check_serve.py [--command CMD] [--api PATTERN] [--n N] [--seed S]
+
+The case files hold hand-picked and seeded cases; this tool goes wider, drawing calls from a small
+generator per API (shapes, options, float32/float64, edge values, invalid calls) to find where
+a backend and the real frameworks disagree. Each mismatch is printed with the call and both
+outcomes; a summary per API follows. Exit status 1 when anything mismatched.
+
+`--serve` turns this script into a `lossconf/1` server backed by the frameworks themselves, so
+the checker can be tried end to end without any other backend:
+`check_serve.py --command "python tools/check_serve.py --serve"` must report no mismatch.
+"""
+
+import argparse
+import fnmatch
+import json
+import math
+import os
+import queue
+import random
+import shlex
+import subprocess
+import sys
+import threading
+from collections import Counter, defaultdict
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import frameworks  # noqa: E402
+
+DEFAULT_COMMAND = "cargo run -q --release -- serve"
+
+# torch.testing.assert_close defaults, as in DESIGN.md's comparison policy.
+TOLERANCES = {"float16": (1e-3, 1e-5), "bfloat16": (1.6e-2, 1e-5), "float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
+
+# ---------------------------------------------------------------------------------------------
+# Drawing values
+
+
+EDGE_VALUES = (0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 1e30, "inf", "-inf", "nan")
+
+
+class Draw:
+    """Random argument values, always exactly representable in their dtype."""
+
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+
+    def chance(self, p):
+        return self.rng.random() < p
+
+    def pick(self, options):
+        return self.rng.choice(options)
+
+    def dims(self, rank, low=1, high=4):
+        return [self.rng.randint(low, high) for _ in range(rank)]
+
+    def tensor(self, dtype, shape, values):
+        """A lossconf tensor; float values are rounded to the dtype (so they are exact there)."""
+        if dtype in ("int32", "int64", "uint8", "bool"):
+            return {"dtype": dtype, "shape": list(shape), "data": [int(v) for v in values]}
+        rounded = np.array([frameworks.parse_float(v) for v in values], dtype=np.float64).reshape(shape)
+        if dtype == "bfloat16":
+            t = frameworks.torch()
+            rounded = t.from_numpy(rounded).to(t.bfloat16).to(t.float64).numpy()
+        elif dtype != "float64":
+            rounded = rounded.astype(dtype).astype(np.float64)
+        return frameworks.from_result(dtype, rounded)
+
+    def floats(self, dtype, shape, low=-3.0, high=3.0, edges=0.05):
+        n = math.prod(shape)
+        vals = [self.pick(EDGE_VALUES) if self.chance(edges) else self.rng.uniform(low, high) for _ in range(n)]
+        return self.tensor(dtype, shape, vals)
+
+    def probs(self, dtype, shape, edges=0.1):
+        """Values in [0, 1], with exact 0 and 1 now and then (log(0) paths)."""
+        n = math.prod(shape)
+        vals = [self.pick((0.0, 1.0)) if self.chance(edges) else self.rng.uniform(0.0, 1.0) for _ in range(n)]
+        return self.tensor(dtype, shape, vals)
+
+    def binary(self, dtype, shape):
+        return self.tensor(dtype, shape, [float(self.chance(0.5)) for _ in range(math.prod(shape))])
+
+    def distribution(self, dtype, shape, axis=-1, onehot=False):
+        """Non-negative values summing to 1 along `axis` (one-hot when asked)."""
+        raw = np.array([self.rng.random() for _ in range(math.prod(shape))]).reshape(shape)
+        if onehot:
+            raw = (raw == raw.max(axis=axis, keepdims=True)).astype(np.float64)
+        raw = raw / raw.sum(axis=axis, keepdims=True)
+        return self.tensor(dtype, shape, raw.reshape(-1).tolist())
+
+    def labels(self, shape, classes, dtype="int64", bad=0.05, extra=()):
+        """Class indices in [0, classes), now and then out of range or one of `extra`."""
+        vals = []
+        for _ in range(math.prod(shape)):
+            if self.chance(bad):
+                vals.append(self.pick((-1, classes) + tuple(extra)))
+            else:
+                vals.append(self.rng.randrange(classes))
+        return self.tensor(dtype, shape, vals)
+
+    def float_dtype(self):
+        return self.pick(("float32", "float64"))
+
+    def maybe(self, args, key, value, p=0.5):
+        """Sets an optional argument with probability p (otherwise the API default applies)."""
+        if self.chance(p):
+            args[key] = value() if callable(value) else value
+
+
+# ---------------------------------------------------------------------------------------------
+# Generators: one per API, every option of its signature
+
+
+TORCH_REDUCTIONS = ("none", "mean", "sum")
+KERAS_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "none", None, "mean_with_sample_weight")
+
+
+def torch_legacy(d, args):
+    """The deprecated size_average/reduce pair, still part of many torch signatures."""
+    if d.chance(0.1):
+        args["size_average"] = d.pick((None, True, False))
+        args["reduce"] = d.pick((None, True, False))
+
+
+def torch_pointwise(options, weight=False, legacy=False):
+    """l1/mse/smooth_l1/huber: same-shape (sometimes broadcast) input and target."""
+
+    def gen(d):
+        dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3))
+        target_shape = shape[:-1] + [1] if shape and d.chance(0.1) else shape
+        args = {"input": d.floats(dt, shape), "target": d.floats(dt, target_shape)}
+        d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+        for key, choices in options.items():
+            d.maybe(args, key, lambda c=choices: d.pick(c))
+        if weight:
+            d.maybe(args, "weight", lambda: d.probs(dt, shape), 0.2)
+        if legacy:
+            torch_legacy(d, args)
+        return args
+
+    return gen
+
+
+def torch_class_input(d, dt, log=False):
+    """Input of shape (C,), (N, C) or (N, C, d1); returns (tensor, shape, C)."""
+    c = d.rng.randint(2, 5)
+    shape = d.pick(([c], [d.rng.randint(1, 4), c], [d.rng.randint(1, 3), c, d.rng.randint(1, 3)]))
+    x = d.floats(dt, shape, -4.0, 1.0 if log else 4.0)
+    return x, shape, c
+
+
+def gen_cross_entropy(d):
+    dt = d.float_dtype()
+    x, shape, c = torch_class_input(d, dt)
+    target_shape = shape[:1] + shape[2:] if len(shape) > 1 else []
+    args = {"input": x}
+    if d.chance(0.3):  # class probabilities
+        args["target"] = d.distribution(dt, shape, axis=0 if len(shape) == 1 else 1)
+    else:
+        args["target"] = d.labels(target_shape, c, extra=(-100, 1))
+        d.maybe(args, "ignore_index", lambda: d.pick((-100, 0, 1, -1)), 0.3)
+    d.maybe(args, "weight", lambda: d.probs(dt, [c], edges=0.0), 0.3)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5, 1.0, 1.5)), 0.3)
+    torch_legacy(d, args)
+    return args
+
+
+def gen_nll_loss(d):
+    dt = d.float_dtype()
+    x, shape, c = torch_class_input(d, dt, log=True)
+    target_shape = shape[:1] + shape[2:] if len(shape) > 1 else []
+    args = {"input": x, "target": d.labels(target_shape, c, extra=(-100,))}
+    d.maybe(args, "weight", lambda: d.probs(dt, [c], edges=0.0), 0.3)
+    d.maybe(args, "ignore_index", lambda: d.pick((-100, 0, 1)), 0.3)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def gen_binary_cross_entropy(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3))
+    args = {"input": d.probs(dt, shape), "target": d.pick((d.binary, d.probs))(dt, shape)}
+    d.maybe(args, "weight", lambda: d.probs(dt, shape, edges=0.0), 0.2)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def gen_bce_with_logits(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3))
+    args = {"input": d.floats(dt, shape, -10.0, 10.0), "target": d.probs(dt, shape)}
+    d.maybe(args, "weight", lambda: d.probs(dt, shape, edges=0.0), 0.2)
+    d.maybe(args, "pos_weight", lambda: d.floats(dt, shape[-1:], 0.0, 3.0, edges=0.0), 0.3)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def gen_multilabel_soft_margin(d):
+    dt, n, c = d.float_dtype(), d.rng.randint(1, 4), d.rng.randint(1, 5)
+    args = {"input": d.floats(dt, [n, c], -5.0, 5.0), "target": d.binary(dt, [n, c])}
+    d.maybe(args, "weight", lambda: d.probs(dt, [c], edges=0.0), 0.3)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def gen_tf_sigmoid(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3))
+    args = {"labels": d.probs(dt, shape), "logits": d.floats(dt, shape, -10.0, 10.0)}
+    d.maybe(args, "name", "loss", 0.1)
+    return args
+
+
+def gen_tf_softmax(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3), 1, 5)
+    axis = d.pick((-1, -1, 0, len(shape) - 1))
+    args = {"labels": d.distribution(dt, shape, axis=axis, onehot=d.chance(0.5)),
+            "logits": d.floats(dt, shape, -10.0, 10.0)}
+    if axis != -1 or d.chance(0.3):
+        args["axis"] = axis
+    d.maybe(args, "name", "loss", 0.1)
+    return args
+
+
+def gen_tf_sparse_softmax(d):
+    dt, n, c = d.float_dtype(), d.rng.randint(1, 4), d.rng.randint(1, 5)
+    args = {"labels": d.labels([n], c, d.pick(("int32", "int64"))), "logits": d.floats(dt, [n, c], -10.0, 10.0)}
+    d.maybe(args, "name", "loss", 0.1)
+    return args
+
+
+def keras_common(d, args, dt, batch):
+    """Options every Keras loss shares: reduction, name, dtype, and the call's sample_weight."""
+    d.maybe(args, "reduction", lambda: d.pick(KERAS_REDUCTIONS), 0.7)
+    d.maybe(args, "name", "loss", 0.1)
+    d.maybe(args, "dtype", lambda: d.pick((None, "float32", "float64")), 0.2)
+    if batch is not None:
+        d.maybe(args, "sample_weight", lambda: d.probs(dt, [batch], edges=0.1), 0.3)
+    return args
+
+
+def keras_pointwise(extra):
+    def gen(d):
+        dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3))
+        args = {"y_true": d.floats(dt, shape), "y_pred": d.floats(dt, shape)}
+        for key, options in extra.items():
+            d.maybe(args, key, lambda o=options: d.pick(o))
+        return keras_common(d, args, dt, shape[0])
+
+    return gen
+
+
+def gen_keras_bce(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3))
+    from_logits = d.chance(0.5)
+    y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.probs(dt, shape)
+    args = {"y_true": d.pick((d.binary, d.probs))(dt, shape), "y_pred": y_pred}
+    if from_logits or d.chance(0.3):
+        args["from_logits"] = from_logits
+    d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5)), 0.3)
+    d.maybe(args, "axis", lambda: d.pick((-1, 0)), 0.2)
+    return keras_common(d, args, dt, shape[0])
+
+
+def gen_keras_cce(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3), 1, 5)
+    from_logits = d.chance(0.5)
+    y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.distribution(dt, shape)
+    args = {"y_true": d.distribution(dt, shape, onehot=d.chance(0.6)), "y_pred": y_pred}
+    if from_logits or d.chance(0.3):
+        args["from_logits"] = from_logits
+    d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5)), 0.3)
+    d.maybe(args, "axis", lambda: d.pick((-1, 0)), 0.2)
+    return keras_common(d, args, dt, shape[0])
+
+
+def gen_keras_scce(d):
+    dt, n, c = d.float_dtype(), d.rng.randint(1, 4), d.rng.randint(1, 5)
+    from_logits = d.chance(0.5)
+    y_pred = d.floats(dt, [n, c], -10.0, 10.0) if from_logits else d.distribution(dt, [n, c])
+    labels_shape = d.pick(([n], [n, 1]))
+    args = {"y_true": d.labels(labels_shape, c, d.pick(("int64", "int32", dt))), "y_pred": y_pred}
+    if from_logits or d.chance(0.3):
+        args["from_logits"] = from_logits
+    d.maybe(args, "ignore_class", lambda: d.pick((None, 0, 1, -1)), 0.3)
+    d.maybe(args, "axis", -1, 0.1)
+    return keras_common(d, args, dt, n)
+
+
+F = "torch.nn.functional."
+K = "tf.keras.losses."
+GENERATORS = {
+    F + "l1_loss": torch_pointwise({}, weight=True, legacy=True),
+    F + "mse_loss": torch_pointwise({}, weight=True, legacy=True),
+    F + "smooth_l1_loss": torch_pointwise({"beta": (0.0, 0.5, 1.0, 2.0, -1.0)}, legacy=True),
+    F + "huber_loss": torch_pointwise({"delta": (0.5, 1.0, 2.0, 0.0)}, weight=True),
+    F + "cross_entropy": gen_cross_entropy,
+    F + "nll_loss": gen_nll_loss,
+    F + "binary_cross_entropy": gen_binary_cross_entropy,
+    F + "binary_cross_entropy_with_logits": gen_bce_with_logits,
+    F + "multilabel_soft_margin_loss": gen_multilabel_soft_margin,
+    "tf.nn.sigmoid_cross_entropy_with_logits": gen_tf_sigmoid,
+    "tf.nn.softmax_cross_entropy_with_logits": gen_tf_softmax,
+    "tf.nn.sparse_softmax_cross_entropy_with_logits": gen_tf_sparse_softmax,
+    K + "MeanAbsoluteError": keras_pointwise({}),
+    K + "MeanSquaredError": keras_pointwise({}),
+    K + "Huber": keras_pointwise({"delta": (0.5, 1.0, 2.0, 0.0, -1.0)}),
+    K + "BinaryCrossentropy": gen_keras_bce,
+    K + "CategoricalCrossentropy": gen_keras_cce,
+    K + "SparseCategoricalCrossentropy": gen_keras_scce,
+}
+
+# The tensor a backend computes on, and the one it compares against, per API family.
+PRED_TARGET = {F: ("input", "target"), "tf.nn.": ("logits", "labels"), K: ("y_pred", "y_true")}
+
+
+def invalidate(d, api, args):
+    """Turns a valid call into an invalid one in one of a few ways every backend must reject."""
+    pred, target = next(v for k, v in PRED_TARGET.items() if api.startswith(k))
+    how = d.pick(("reduction", "keyword", "shape", "dtype"))
+    if how == "reduction" and not api.startswith("tf.nn."):
+        args["reduction"] = "avg"
+    elif how == "keyword":
+        args["no_such_option"] = 1
+    elif how == "shape" and args[target]["shape"]:
+        t = args[target]
+        shape = t["shape"][:-1] + [t["shape"][-1] + 1]
+        args[target] = d.floats(t["dtype"], shape) if t["dtype"].startswith("float") else d.labels(shape, 2)
+    else:
+        t = args[pred]
+        args[pred] = d.tensor("int64", t["shape"], [int(max(-9.0, min(9.0, v))) if isinstance(v, float) else 0
+                                                    for v in t["data"]])
+    return args
+
+
+def draw_call(d, api):
+    args = GENERATORS[api](d)
+    return invalidate(d, api, args) if d.chance(0.1) else args
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing outcomes
+
+
+def mismatching_elements(expected, actual, dtype):
+    """(index, expected, actual) of elements outside tolerance; NaN matches NaN, inf itself."""
+    rtol, atol = TOLERANCES.get(dtype, (0.0, 0.0))
+    out = []
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        x, y = frameworks.parse_float(e), frameworks.parse_float(a)
+        if math.isnan(x) or math.isnan(y) or math.isinf(x) or math.isinf(y):
+            ok = (math.isnan(x) and math.isnan(y)) or x == y
+        else:
+            ok = abs(x - y) <= atol + rtol * abs(x)
+        if not ok:
+            out.append((i, e, a))
+    return out
+
+
+def compare(expected, actual):
+    """None when the outcomes agree, else a short reason. Outcomes are (kind, payload) pairs."""
+    (ekind, e), (akind, a) = expected, actual
+    if akind in ("unsupported",):
+        return None
+    if ekind == "error" and akind == "error":
+        return None if e["kind"] == a.get("kind") else f"error kind {a.get('kind')}, expected {e['kind']}"
+    if ekind != akind:
+        return f"{akind} where {ekind} was expected"
+    if (e["dtype"], e["shape"]) != (a.get("dtype"), a.get("shape")):
+        return f"{a.get('dtype')}{a.get('shape')}, expected {e['dtype']}{e['shape']}"
+    if len(a.get("data", [])) != len(e["data"]):
+        return f"{len(a.get('data', []))} elements for shape {a['shape']}"
+    bad = mismatching_elements(e["data"], a["data"], e["dtype"])
+    if not bad:
+        return None
+    shown = ", ".join(f"[{i}] {x!r} vs {y!r}" for i, x, y in bad[:3])
+    more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+    return f"{len(bad)} of {len(e['data'])} elements differ: {shown}{more}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Talking to the server
+
+
+class Server:
+    """A `lossconf/1` process: one JSON request line in, one response line out."""
+
+    def __init__(self, command, timeout):
+        self.proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        self.lines, self.timeout, self.next_id = queue.Queue(), timeout, 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def request(self, req, timeout=None):
+        """The response object; raises RuntimeError if the server dies, hangs or breaks protocol."""
+        self.next_id += 1
+        req = {"id": self.next_id, **req}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        try:
+            line = self.lines.get(timeout=timeout or self.timeout)
+        except queue.Empty:
+            raise RuntimeError(f"no response within {timeout or self.timeout} s") from None
+        if line is None:
+            raise RuntimeError(f"server exited with status {self.proc.wait()}")
+        resp = json.loads(line)
+        if resp.get("id") != req["id"]:
+            raise RuntimeError(f"response id {resp.get('id')} to request {req['id']}: {line.strip()}")
+        return resp
+
+    def forward(self, api, args):
+        resp = self.request({"op": "forward", "api": api, "args": args})
+        for kind in ("ok", "error", "unsupported"):
+            if kind in resp:
+                return ("value" if kind == "ok" else kind), resp[kind]
+        raise RuntimeError(f"response without ok/error/unsupported: {resp}")
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def serve(perturb):
+    """A `lossconf/1` server backed by the frameworks (for trying the checker end to end).
+
+    `perturb` scales every float result by (1 + perturb), to show that mismatches are caught.
+    """
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+        except json.JSONDecodeError as exc:
+            print(json.dumps({"id": None, "error": {"kind": "protocol", "message": str(exc)}}), flush=True)
+            continue
+        rid = req.get("id")
+        if req.get("op") == "describe":
+            resp = {"id": rid, "ok": {"backend": "frameworks", "version": "0", "apis": sorted(GENERATORS)}}
+        else:
+            try:
+                kind, payload = frameworks.evaluate(req["api"], req.get("args") or {})
+            except (frameworks.UnknownApi, frameworks.UnclassifiedError) as exc:
+                kind, payload = "unsupported", str(exc)
+            if kind == "value" and perturb and payload["dtype"].startswith(("float", "bfloat")):
+                payload["data"] = [x * (1 + perturb) if isinstance(x, float) else x for x in payload["data"]]
+            resp = {"id": rid, {"value": "ok"}.get(kind, kind): payload}
+        print(json.dumps(resp), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def show(outcome):
+    kind, payload = outcome
+    if kind == "value":
+        data = payload["data"]
+        head = ", ".join(repr(x) for x in data[:6]) + (", …" if len(data) > 6 else "")
+        return f"{payload['dtype']}{payload['shape']} [{head}]"
+    if kind == "error":
+        return f"{payload.get('kind')} error: {payload.get('message')}"
+    return f"{kind}: {payload}"
+
+
+def check(server, apis, n, seed, verbose):
+    """Runs n calls per API; returns {api: Counter} of outcomes."""
+    stats = defaultdict(Counter)
+    for api in apis:
+        d = Draw(f"{seed}/{api}")  # per-API streams: filtering APIs never changes another's calls
+        for _ in range(n):
+            args = draw_call(d, api)
+            try:
+                expected = frameworks.evaluate(api, args)
+            except frameworks.UnclassifiedError as exc:
+                stats[api]["unclassified"] += 1
+                print(f"UNCLASSIFIED {exc}")
+                continue
+            actual = server.forward(api, args)
+            reason = compare(expected, actual)
+            if actual[0] == "unsupported":
+                stats[api]["unsupported"] += 1
+            elif reason is None:
+                stats[api]["match " + expected[0]] += 1
+            else:
+                stats[api]["MISMATCH"] += 1
+                print(f"MISMATCH {frameworks.describe_call(api, args)}: {reason}\n  frameworks: {show(expected)}\n"
+                      f"  server:     {show(actual)}")
+                if verbose:
+                    print("  args: " + json.dumps(args))
+    return stats
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--command", default=DEFAULT_COMMAND, help=f"server command (default: {DEFAULT_COMMAND})")
+    ap.add_argument("--api", action="append", default=[], metavar="PATTERN",
+                    help="only APIs matching this glob or substring (repeatable)")
+    ap.add_argument("--n", type=int, default=50, help="calls per API (default 50)")
+    ap.add_argument("--seed", default="0")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one response")
+    ap.add_argument("--verbose", action="store_true", help="print the full arguments of each mismatch")
+    ap.add_argument("--serve", action="store_true", help="act as a lossconf/1 server backed by the frameworks")
+    ap.add_argument("--perturb", type=float, default=0.0, help=argparse.SUPPRESS)
+    opts = ap.parse_args(argv)
+    if opts.serve:
+        return serve(opts.perturb)
+
+    apis = [a for a in GENERATORS if not opts.api or any(p in a or fnmatch.fnmatch(a, p) for p in opts.api)]
+    if not apis:
+        raise SystemExit(f"no API matches {opts.api}; known: {', '.join(GENERATORS)}")
+    server = Server(opts.command, opts.timeout)
+    try:
+        server.request({"op": "describe"}, timeout=max(opts.timeout, 900))  # first use may compile
+        stats = check(server, apis, opts.n, opts.seed, opts.verbose)
+    except RuntimeError as exc:
+        raise SystemExit(f"error: server `{opts.command}`: {exc}") from None
+    finally:
+        server.close()
+
+    print()
+    for api in apis:
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(stats[api].items()))
+        print(f"{api}: {counts}")
+    total = sum(s["MISMATCH"] + s["unclassified"] for s in stats.values())
+    print(f"{'FAILED' if total else 'ok'}: {total} mismatched or unclassified of {len(apis) * opts.n} calls")
+    return 1 if total else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

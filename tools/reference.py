@@ -1,0 +1,269 @@
+"""Compute expected values for cases/ by running the real frameworks.
+
+    python tools/reference.py [--all] [--family NAME ...] [--cases-dir cases]
+
+For each `cases/<family>.yaml` (written by `lossconf generate`) this writes
+`cases/<family>.expected.yaml` (format: docs/case-format.md). Entries whose case digest is
+unchanged are reused, so regenerating after a small spec edit only runs the changed cases; `--all`
+recomputes everything. Expected values must come from the pinned frameworks in
+tools/requirements.txt, so a version mismatch refuses to write (unless --allow-version-mismatch,
+which records the versions actually used).
+"""
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import frameworks  # noqa: E402
+
+CASES_FORMAT = "lossconf-cases/1"
+EXPECTED_FORMAT = "lossconf-expected/1"
+REQUIREMENTS = Path(__file__).with_name("requirements.txt")
+
+# Recorded in every expected file: key -> distribution that provides it.
+RECORDED_VERSIONS = {"numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow-cpu", "keras": "keras"}
+
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class CaseFileError(Exception):
+    """A case or expected file that does not have the documented shape."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions
+
+
+def public_version(version):
+    """`2.15.0+cu132` -> `2.15.0`: pip's `==2.15.0` accepts any local build label too."""
+    return version.split("+", 1)[0]
+
+
+def installed_version(dist):
+    try:
+        return public_version(importlib.metadata.version(dist))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def pinned_versions(path=REQUIREMENTS):
+    """`{distribution: version}` for every `name==version` line of requirements.txt."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        m = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;#]+).*", line)
+        if m:
+            pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def version_mismatches():
+    """Human lines for each pinned distribution whose installed version differs."""
+    out = []
+    for dist, want in pinned_versions().items():
+        have = installed_version(dist)
+        if have != want:
+            out.append(f"{dist}: pinned {want}, installed {have or 'none'}")
+    return out
+
+
+def recorded_versions():
+    """The `versions` map of an expected file, read from installed metadata (no imports)."""
+    versions = {"python": platform.python_version()}
+    for key, dist in RECORDED_VERSIONS.items():
+        versions[key] = installed_version(dist) or installed_version(key) or "none"
+    return versions
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_yaml(path):
+    with open(path, "rb") as f:
+        return yaml.load(f, Loader=Loader)
+
+
+def load_cases(path):
+    """The `cases` list of a case file, checked enough that a bad file names itself."""
+    doc = load_yaml(path)
+    family = path.name.removesuffix(".yaml")
+    if not isinstance(doc, dict) or doc.get("format") != CASES_FORMAT:
+        raise CaseFileError(f"{path}: `format` must be {CASES_FORMAT}")
+    if doc.get("family") != family:
+        raise CaseFileError(f"{path}: `family` is {doc.get('family')!r}, the file name says {family!r}")
+    cases, seen = doc.get("cases") or [], set()
+    for i, case in enumerate(cases):
+        missing = [k for k in ("name", "api", "digest") if not isinstance(case.get(k), str)]
+        if missing or not isinstance(case.get("args", {}), dict):
+            raise CaseFileError(f"{path}: case {i} ({case.get('name')}): needs string {missing} and a map `args`")
+        if case["name"] in seen:
+            raise CaseFileError(f"{path}: case name {case['name']} appears twice")
+        seen.add(case["name"])
+    return cases
+
+
+def load_reusable(path, versions):
+    """Entries of an existing expected file that may be reused: only if made with these versions
+    and settings, since a reused value is stamped with the versions of the new file."""
+    if not path.exists():
+        return {}
+    doc = load_yaml(path)
+    if not isinstance(doc, dict) or doc.get("format") != EXPECTED_FORMAT:
+        return {}
+    if doc.get("versions") != versions or doc.get("settings") != frameworks.SETTINGS:
+        return {}
+    return doc.get("expected") or {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+class Flow(dict):
+    """A mapping written on one line: tensors, errors, versions."""
+
+
+class Dumper(BaseDumper):
+    """Deterministic YAML that PyYAML and Rust's serde_yaml both read back to the same values."""
+
+
+def represent_flow(dumper, data):
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True)
+
+
+def represent_str(dumper, data):
+    # "nan" and "1e5" are plain strings to PyYAML but numbers to other readers: quote them.
+    quote = data in frameworks.NONFINITE or frameworks.EXPONENT_FLOAT.fullmatch(data)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style='"' if quote else None)
+
+
+Dumper.add_representer(Flow, represent_flow)
+Dumper.add_representer(str, represent_str)
+
+
+def entry(case, outcome):
+    """One expected entry: digest, framework, then value or error."""
+    kind, payload = outcome
+    e = {"digest": case["digest"], "framework": frameworks.framework_of(case["api"])}
+    e[kind] = Flow(payload)
+    return e
+
+
+def dump_expected(family, versions, entries):
+    doc = {
+        "format": EXPECTED_FORMAT,
+        "family": family,
+        "versions": Flow(versions),
+        "settings": Flow(frameworks.SETTINGS),
+        "expected": entries,
+    }
+    return yaml.dump(doc, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1 << 30,
+                     default_flow_style=False)
+
+
+def write_if_changed(path, text):
+    """Writes atomically, and not at all when the bytes are the same (keeps mtimes quiet)."""
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def run_family(path, versions, recompute_all):
+    """Computes one family's expected file; returns (computed, reused, errors)."""
+    family = path.name.removesuffix(".yaml")
+    cases = load_cases(path)
+    old = {} if recompute_all else load_reusable(path.with_name(f"{family}.expected.yaml"), versions)
+    entries, computed, reused, errors = {}, 0, 0, 0
+    for case in cases:
+        prev = old.get(case["name"])
+        if prev is not None and prev.get("digest") == case["digest"] and ("value" in prev) != ("error" in prev):
+            kind = "value" if "value" in prev else "error"
+            outcome = (kind, prev[kind])
+            reused += 1
+        else:
+            try:
+                outcome = frameworks.evaluate(case["api"], case.get("args") or {})
+            except (frameworks.UnclassifiedError, frameworks.UnknownApi) as exc:
+                raise SystemExit(f"error: {path}: case {case['name']}: {exc}") from None
+            computed += 1
+        errors += outcome[0] == "error"
+        entries[case["name"]] = entry(case, outcome)
+    write_if_changed(path.with_name(f"{family}.expected.yaml"), dump_expected(family, versions, entries))
+    return computed, reused, errors
+
+
+def case_files(cases_dir, families):
+    """`cases/<family>.yaml` files in name order, restricted to `families` when given."""
+    files = sorted(p for p in cases_dir.glob("*.yaml") if not p.name.endswith(".expected.yaml"))
+    if families:
+        by_name = {p.name.removesuffix(".yaml"): p for p in files}
+        unknown = sorted(set(families) - set(by_name))
+        if unknown:
+            raise SystemExit(f"error: no case file for {', '.join(unknown)} in {cases_dir}")
+        files = [by_name[f] for f in sorted(set(families))]
+    if not files:
+        raise SystemExit(f"error: no case files in {cases_dir} (run `cargo run --release -- generate` first)")
+    return files
+
+
+def pin_hash_seed():
+    """Re-runs this process with PYTHONHASHSEED=0 unless it already has it.
+
+    Framework messages print Python sets (Keras: "Expected one of {'sum', 'none', ...}") whose
+    order follows string hashes, which Python randomizes per process; a fixed seed keeps the
+    expected files byte-identical from run to run.
+    """
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--all", action="store_true", help="recompute every case, not only new or changed ones")
+    ap.add_argument("--family", nargs="+", default=[], metavar="NAME", help="only these families")
+    ap.add_argument("--cases-dir", type=Path, default=Path("cases"))
+    ap.add_argument("--allow-version-mismatch", action="store_true",
+                    help="write even if installed frameworks differ from tools/requirements.txt")
+    opts = ap.parse_args(argv)
+
+    mismatches = version_mismatches()
+    if mismatches and not opts.allow_version_mismatch:
+        raise SystemExit("error: installed versions differ from tools/requirements.txt; expected values "
+                         "must come from the pins (or pass --allow-version-mismatch):\n  " + "\n  ".join(mismatches))
+    versions = recorded_versions()
+    files = case_files(opts.cases_dir, opts.family)
+    totals, start = [0, 0, 0], time.perf_counter()
+    for path in files:
+        # Family times leave out framework imports (paid once, by whichever family needs them).
+        t0, imports0 = time.perf_counter(), frameworks.import_seconds
+        try:
+            counts = run_family(path, versions, opts.all)
+        except CaseFileError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        totals = [a + b for a, b in zip(totals, counts)]
+        seconds = time.perf_counter() - t0 - (frameworks.import_seconds - imports0)
+        print(f"{path.name.removesuffix('.yaml')}: {counts[0]} computed, {counts[1]} reused, "
+              f"{counts[2]} errors, {seconds:.2f} s", flush=True)
+    print(f"total: {len(files)} families, {totals[0]} computed, {totals[1]} reused, {totals[2]} errors, "
+          f"{time.perf_counter() - start:.2f} s (framework imports {frameworks.import_seconds:.1f} s)")
+
+
+if __name__ == "__main__":
+    pin_hash_seed()
+    main()

@@ -1,0 +1,230 @@
+"""Tests of tools/ against the real frameworks: `python tools/test_tools.py`.
+
+Every error rule is provoked by a real call, so a framework upgrade that rewords a message fails
+here (naming the rule) instead of silently changing an expected error kind.
+"""
+
+import math
+import os
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import check_serve  # noqa: E402
+import frameworks  # noqa: E402
+import reference  # noqa: E402
+from frameworks import evaluate  # noqa: E402
+
+
+def t(dtype, data, shape=None):
+    """A lossconf/1 tensor from nested-free data; shape defaults to 1-D."""
+    return {"dtype": dtype, "shape": [len(data)] if shape is None else shape, "data": data}
+
+
+F32 = lambda data, shape=None: t("float32", data, shape)  # noqa: E731
+I64 = lambda data, shape=None: t("int64", data, shape)  # noqa: E731
+
+TF = "torch.nn.functional."
+K = "tf.keras.losses."
+row = F32([1.0, 2.0], [1, 2])
+
+# rule id -> a real call that must raise an error matched first by that rule
+PROVOKE = {
+    "torch_reduction": (TF + "mse_loss", {"input": F32([1.0]), "target": F32([1.0]), "reduction": "mean_sum"}),
+    "torch_reduction_mode": (TF + "huber_loss", {"input": F32([1.0]), "target": F32([0.0]), "weight": F32([1.0]),
+                                                 "reduction": "avg"}),
+    "torch_reduction_not_valid": (TF + "multilabel_soft_margin_loss", {"input": row, "target": row, "reduction": "avg"}),
+    "keras_reduction": (K + "MeanAbsoluteError", {"reduction": "mean_sum", "y_true": F32([1.0]), "y_pred": F32([1.0])}),
+    "unexpected_keyword": (TF + "mse_loss", {"input": F32([1.0]), "target": F32([1.0]), "foo": 1}),
+    "torch_label_smoothing": (TF + "cross_entropy", {"input": row, "target": I64([1]), "label_smoothing": 1.5}),
+    "torch_nonpositive_option": (TF + "huber_loss", {"input": F32([1.0]), "target": F32([0.0]), "delta": -1.0}),
+    "tf_reduce_scalar": (K + "MeanAbsoluteError", {"y_true": F32([1.0], []), "y_pred": F32([1.0], [])}),
+    "keras_axis_range": (K + "CategoricalCrossentropy", {"axis": 3, "y_true": row, "y_pred": row}),
+    "tf_axis_range": ("tf.nn.softmax_cross_entropy_with_logits", {"labels": row, "logits": row, "axis": 3}),
+    "torch_arg_type": (TF + "cross_entropy", {"input": row, "target": I64([1]), "ignore_index": 1.5}),
+    "not_a_tensor": (TF + "mse_loss", {"input": 3.0, "target": F32([1.0])}),
+    "torch_target_index": (TF + "cross_entropy", {"input": row, "target": I64([5])}),
+    "tf_label_value": ("tf.nn.sparse_softmax_cross_entropy_with_logits", {"labels": I64([-1]), "logits": row}),
+    "torch_bce_range": (TF + "binary_cross_entropy", {"input": F32([1.5]), "target": F32([1.0])}),
+    "torch_negative_var": (TF + "gaussian_nll_loss", {"input": F32([1.0]), "target": F32([1.0]), "var": F32([-1.0])}),
+    "torch_scalar_type": (TF + "nll_loss", {"input": row, "target": I64([1]), "weight": t("float64", [1.0, 2.0])}),
+    "torch_not_implemented": (TF + "mse_loss", {"input": I64([1]), "target": I64([1])}),
+    "torch_target_dtype": (TF + "cross_entropy", {"input": row, "target": t("int32", [1])}),
+    "torch_found_dtype": (TF + "binary_cross_entropy", {"input": F32([0.5]), "target": I64([1])}),
+    "torch_result_cast": (TF + "binary_cross_entropy_with_logits", {"input": F32([0.5]), "target": I64([1])}),
+    "torch_infer_dtype": (TF + "l1_loss", {"input": I64([1]), "target": I64([1])}),
+    "torch_bool_sub": (TF + "l1_loss", {"input": t("bool", [1]), "target": t("bool", [0])}),
+    "torch_probs_float": (TF + "cross_entropy", {"input": F32([1.0], []), "target": I64([1], [])}),
+    "tf_attr_dtype": ("tf.nn.sparse_softmax_cross_entropy_with_logits", {"labels": t("uint8", [1]), "logits": row}),
+    "tf_input_dtype": ("tf.nn.sigmoid_cross_entropy_with_logits", {"labels": t("float64", [1.0]), "logits": F32([1.0])}),
+    "torch_broadcast": (TF + "mse_loss", {"input": F32([1.0, 2.0, 3.0]), "target": F32([1.0, 2.0])}),
+    "torch_broadcast_weight": (TF + "binary_cross_entropy", {"input": F32([0.5, 0.2]), "target": F32([1.0, 0.0]), "weight": F32([1.0, 2.0, 3.0])}),
+    "torch_batch_size": (TF + "cross_entropy", {"input": row, "target": I64([1, 0])}),
+    "torch_target_size": (TF + "binary_cross_entropy_with_logits", {"input": F32([0.5, 0.2]), "target": F32([1.0])}),
+    "torch_multi_target": (TF + "cross_entropy", {"input": row, "target": F32([1.0, 2.0, 3.0], [1, 3])}),
+    "torch_target_size_nd": (TF + "nll_loss", {"input": F32([0.0] * 8, [1, 2, 4]), "target": I64([0, 0, 0], [1, 3])}),
+    "torch_spatial_target": (TF + "nll_loss", {"input": F32([1.0, 2.0], [1, 1, 1, 2]), "target": I64([1], [1, 1])}),
+    "torch_min_dims": (TF + "nll_loss", {"input": F32([1.0], []), "target": I64([1], [])}),
+    "torch_weight_size": (TF + "huber_loss", {"input": F32([1.0, 2.0]), "target": F32([0.0, 0.0]), "weight": F32([1.0])}),
+    "torch_class_weight": (TF + "cross_entropy", {"input": row, "target": I64([1]), "weight": F32([1.0, 2.0, 3.0])}),
+    "tf_incompatible": (K + "MeanAbsoluteError", {"y_true": F32([1.0, 2.0, 3.0]), "y_pred": F32([1.0, 2.0])}),
+    "same_shape": ("tf.nn.sigmoid_cross_entropy_with_logits", {"labels": F32([1.0, 0.0, 1.0]), "logits": F32([1.0, 2.0])}),
+    "tf_broadcastable": ("tf.nn.softmax_cross_entropy_with_logits", {"labels": F32([1.0, 0.0, 1.0], [1, 3]), "logits": row}),
+    "tf_sparse_labels_shape": ("tf.nn.sparse_softmax_cross_entropy_with_logits", {"labels": I64([1, 0]), "logits": row}),
+    "tf_scalar_logits": ("tf.nn.sparse_softmax_cross_entropy_with_logits", {"labels": I64([1], []), "logits": F32([1.0], [])}),
+    "tf_reshape_size": (K + "SparseCategoricalCrossentropy", {"ignore_class": 1, "y_true": I64([0, 1, 0, 1], [2, 2]),
+                                                              "y_pred": F32([0.0] * 6, [2, 3])}),
+    "keras_rank": (K + "SparseCategoricalCrossentropy", {"y_true": I64([0, 1, 0, 1], [2, 2]), "y_pred": F32([0.0] * 6, [2, 3])}),
+    "tf_slice_scalar": ("tf.nn.softmax_cross_entropy_with_logits", {"labels": F32([1.0], []), "logits": F32([1.0], [])}),
+}
+
+
+class Rules(unittest.TestCase):
+    def test_every_rule_is_provoked_by_a_real_call(self):
+        rule_ids = [r.id for r in frameworks.RULES]
+        self.assertEqual(len(rule_ids), len(set(rule_ids)), "rule ids must be unique")
+        self.assertEqual(sorted(rule_ids), sorted(PROVOKE), "each rule needs exactly one provocation")
+        kinds = {r.id: r.kind for r in frameworks.RULES}
+        for rule_id, (api, args) in PROVOKE.items():
+            with self.subTest(rule=rule_id):
+                try:
+                    frameworks.call(api, args)
+                except Exception as exc:  # noqa: BLE001
+                    self.assertEqual(frameworks.matching_rule(exc), rule_id, f"{type(exc).__name__}: {exc}")
+                    outcome, err = evaluate(api, args)
+                    self.assertEqual((outcome, err["kind"]), ("error", kinds[rule_id]))
+                else:
+                    self.fail(f"{api} did not raise")
+
+    def test_unknown_error_stops_with_the_call_named(self):
+        class Strange(Exception):
+            pass
+
+        self.assertIsNone(frameworks.classify(Strange("something new")))
+
+    def test_unknown_api_is_not_an_error_outcome(self):
+        with self.assertRaises(frameworks.UnknownApi):
+            evaluate("torch.nn.functional.no_such_loss", {})
+        with self.assertRaises(frameworks.UnknownApi):
+            evaluate("jax.nn.l1", {})
+
+
+class Values(unittest.TestCase):
+    def test_torch_value_is_exact_float32(self):
+        kind, v = evaluate(TF + "mse_loss", {"input": F32([1.0, 1.0, 1.0, 1.0], [2, 2]),
+                                             "target": F32([0.0, 1.0, 2.0, 3.0], [2, 2])})
+        self.assertEqual((kind, v), ("value", {"dtype": "float32", "shape": [], "data": [1.5]}))
+
+    def test_float32_result_is_the_exact_float64_of_the_float32(self):
+        _, v = evaluate(TF + "l1_loss", {"input": F32([0.1]), "target": F32([0.0]), "reduction": "none"})
+        self.assertEqual(v["data"], [0.10000000149011612])
+
+    def test_nonfinite_in_and_out(self):
+        _, v = evaluate(TF + "l1_loss", {"input": F32(["nan", "inf", 1.0]), "target": F32([0.0, 0.0, "-inf"]),
+                                         "reduction": "none"})
+        self.assertEqual(v, {"dtype": "float32", "shape": [3], "data": ["nan", "inf", "inf"]})
+
+    def test_bfloat16_on_both_frameworks(self):
+        x = t("bfloat16", [1.0, 2.0], [1, 2])
+        _, v = evaluate(TF + "cross_entropy", {"input": x, "target": I64([1])})
+        self.assertEqual(v["dtype"], "bfloat16")
+        self.assertTrue(math.isclose(v["data"][0], 0.3125))
+        _, v = evaluate("tf.nn.softmax_cross_entropy_with_logits", {"labels": t("bfloat16", [0.0, 1.0], [1, 2]), "logits": x})
+        self.assertEqual((v["dtype"], v["shape"], v["data"]), ("bfloat16", [1], [0.3125]))
+
+    def test_keras_constructor_and_call_arguments_share_the_map(self):
+        args = {"delta": 0.5, "reduction": "sum", "y_true": F32([0.0, 0.0], [2, 1]),
+                "y_pred": F32([1.0, 0.25], [2, 1]), "sample_weight": F32([1.0, 2.0])}
+        kind, v = evaluate(K + "Huber", args)
+        # per sample: 0.5*1 - 0.5*0.5^2 = 0.375 (linear part), 0.5*0.25^2 = 0.03125; weighted sum
+        self.assertEqual((kind, v), ("value", {"dtype": "float32", "shape": [], "data": [0.4375]}))
+
+    def test_yaml_1_1_exponent_strings_are_floats(self):
+        _, v = evaluate(TF + "smooth_l1_loss", {"input": F32([1.0]), "target": F32(["1e-5"]), "beta": "1e-5"})
+        self.assertEqual(v["dtype"], "float32")
+
+    def test_integer_and_bool_results(self):
+        self.assertEqual(frameworks.from_result("bool", __import__("numpy").array([True, False])),
+                         {"dtype": "bool", "shape": [2], "data": [1, 0]})
+
+
+class ExpectedFile(unittest.TestCase):
+    def test_yaml_round_trips_exact_values_and_quotes_special_strings(self):
+        value = {"dtype": "float64", "shape": [5], "data": [0.1, 1e-05, 1e20, -0.0, "nan"]}
+        error = {"kind": "value", "type": "ValueError", "message": "bad: {'x'} \"q\" inf"}
+        entries = {"f/a": {"digest": "0123456789abcdef", "framework": "torch", "value": reference.Flow(value)},
+                   "f/b": {"digest": "1234567890123456", "framework": "tensorflow", "error": reference.Flow(error)}}
+        text = reference.dump_expected("f", {"python": "3.11.7", "numpy": "2.4.6"}, entries)
+        self.assertIn('data: [0.1, 1.0e-05, 1.0e+20, -0.0, "nan"]', text)
+        back = yaml.safe_load(text)
+        self.assertEqual(back["expected"]["f/a"]["value"]["data"][:4], [0.1, 1e-05, 1e20, -0.0])
+        self.assertEqual(back["expected"]["f/a"]["value"]["data"][4], "nan")
+        self.assertEqual(back["expected"]["f/b"]["error"], error)
+        self.assertEqual(back["expected"]["f/b"]["digest"], "1234567890123456")
+        self.assertEqual(list(back["expected"]), ["f/a", "f/b"], "entries keep case order")
+        self.assertEqual(text, reference.dump_expected("f", {"python": "3.11.7", "numpy": "2.4.6"}, entries))
+
+    def test_reuses_unchanged_entries_and_drops_vanished_ones(self):
+        case = lambda name, digest, x: {"name": name, "api": TF + "l1_loss", "digest": digest,  # noqa: E731
+                                        "args": {"input": F32([x]), "target": F32([0.0])}}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "fam.yaml"
+
+            def write(cases):
+                path.write_text(yaml.safe_dump({"format": "lossconf-cases/1", "family": "fam",
+                                                "spec_digest": "0", "cases": cases}))
+
+            versions = reference.recorded_versions()
+            write([case("fam/a", "aa", 1.0), case("fam/b", "bb", 2.0)])
+            self.assertEqual(reference.run_family(path, versions, False), (2, 0, 0))
+            write([case("fam/a", "aa", 1.0), case("fam/c", "cc", 3.0)])
+            self.assertEqual(reference.run_family(path, versions, False), (1, 1, 0))
+            written = yaml.safe_load((Path(tmp) / "fam.expected.yaml").read_text())
+            self.assertEqual(list(written["expected"]), ["fam/a", "fam/c"])
+            self.assertEqual(written["expected"]["fam/c"]["value"]["data"], [3.0])
+
+    def test_version_mismatch_is_reported(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            req = Path(tmp) / "requirements.txt"
+            req.write_text("# comment\ntorch==0.0.1\nkeras==3.15.1  # pinned\n")
+            self.assertEqual(reference.pinned_versions(req), {"torch": "0.0.1", "keras": "3.15.1"})
+        self.assertEqual(reference.public_version("2.15.0+cu132"), "2.15.0")
+
+
+class Compare(unittest.TestCase):
+    def value(self, data, dtype="float32", shape=None):
+        return "value", t(dtype, data, shape)
+
+    def test_nan_matches_nan_and_inf_only_itself(self):
+        self.assertIsNone(check_serve.compare(self.value(["nan", "inf"]), self.value(["nan", "inf"])))
+        self.assertIsNotNone(check_serve.compare(self.value(["inf"]), self.value(["-inf"])))
+        self.assertIsNotNone(check_serve.compare(self.value([1.0]), self.value(["nan"])))
+
+    def test_float32_tolerance_is_assert_close(self):
+        self.assertIsNone(check_serve.compare(self.value([1.0]), self.value([1.0 + 1e-5])))  # atol 1e-5 + rtol 1.3e-6
+        self.assertIsNotNone(check_serve.compare(self.value([1.0]), self.value([1.0 + 2e-5])))
+        self.assertIsNotNone(check_serve.compare(self.value([1.0], "float64"), self.value([1.0 + 3e-7], "float64")))
+
+    def test_shape_dtype_and_error_kinds(self):
+        self.assertIsNotNone(check_serve.compare(self.value([1.0]), self.value([1.0], "float64")))
+        self.assertIsNotNone(check_serve.compare(self.value([1.0], shape=[1]), self.value([1.0], shape=[])))
+        err = lambda k: ("error", {"kind": k, "message": "m"})  # noqa: E731
+        self.assertIsNone(check_serve.compare(err("shape"), err("shape")))
+        self.assertIsNotNone(check_serve.compare(err("shape"), err("value")))
+        self.assertIsNotNone(check_serve.compare(err("shape"), self.value([1.0])))
+        self.assertIsNotNone(check_serve.compare(self.value([1.0]), err("shape")))
+
+    def test_generated_calls_are_reproducible(self):
+        for api in check_serve.GENERATORS:
+            a = check_serve.draw_call(check_serve.Draw(f"7/{api}"), api)
+            b = check_serve.draw_call(check_serve.Draw(f"7/{api}"), api)
+            self.assertEqual(a, b)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
