@@ -275,6 +275,11 @@ fn sparse_categorical_crossentropy(a: &Args) -> Result<Tensor, CallError> {
     let inp = Inputs::read(a, c)?;
     let (mut y_true, mut y_pred) = (inp.y_true.clone(), inp.y_pred.clone());
     if y_true.rank() == y_pred.rank() {
+        if y_pred.rank() == 0 {
+            return Err(CallError::shape(
+                "sparse_categorical_crossentropy: y_pred is a scalar (after squeezing a size-1 class axis)",
+            ));
+        }
         let k = canonical_axis(axis, y_true.rank()).ok_or_else(|| {
             CallError::argument(format!(
                 "sparse_categorical_crossentropy: axis {axis} is out of range"

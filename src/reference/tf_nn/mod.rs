@@ -169,11 +169,7 @@ pub(crate) fn softmax_xent(
     check_float(op, logits)?;
     let flat = |a: &Nd| {
         let c = *a.shape.last().expect("rank >= 1");
-        let n = if c == 0 {
-            a.shape[..a.rank() - 1].iter().product()
-        } else {
-            a.len() / c
-        };
+        let n: usize = a.shape[..a.rank() - 1].iter().product();
         (n, c)
     };
     let (nz, cz) = flat(&z);
@@ -279,4 +275,228 @@ fn sparse_softmax_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallErro
     let dt = check_float(op, logits)?;
     let out = sparse_xent(&Nd::of(labels), &Nd::of(logits), dt)?;
     Ok(out.to_tensor(dt))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::Reference;
+    use crate::tensor::{DType, Tensor};
+
+    fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
+    }
+
+    fn call(api: &str, args: Vec<(&str, Value)>) -> Outcome {
+        let call = Call {
+            api: format!("tf.nn.{api}"),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        Reference.forward(&call)
+    }
+
+    fn value(o: Outcome) -> Tensor {
+        match o {
+            Outcome::Value(t) => t,
+            other => panic!("expected a value, got {other:?}"),
+        }
+    }
+
+    fn kind(o: Outcome) -> ErrorKind {
+        match o {
+            Outcome::Error(e) => e.kind,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sigmoid_equals_two_class_softmax() {
+        // TensorFlow's documented identity: sigmoid(x) = softmax([x, 0])[0].
+        let xs = [-30.0, -2.5, -0.1, 0.0, 0.7, 4.0, 25.0];
+        let zs = [0.0, 1.0, 0.3, 0.5, 1.0, 0.0, 0.9];
+        let sig = value(call(
+            "sigmoid_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Float64, &[7], &zs)),
+                ("logits", t(DType::Float64, &[7], &xs)),
+            ],
+        ));
+        let pair_logits: Vec<f64> = xs.iter().flat_map(|&x| [x, 0.0]).collect();
+        let pair_labels: Vec<f64> = zs.iter().flat_map(|&z| [z, 1.0 - z]).collect();
+        let soft = value(call(
+            "softmax_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Float64, &[7, 2], &pair_labels)),
+                ("logits", t(DType::Float64, &[7, 2], &pair_logits)),
+            ],
+        ));
+        assert_eq!(soft.shape(), &[7]);
+        for (a, b) in sig.to_f64_vec().iter().zip(soft.to_f64_vec()) {
+            assert!((a - b).abs() <= 1e-12 * (1.0 + a.abs()), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn float32_sigmoid_rounds_like_float32_arithmetic() {
+        // x * z is rounded to float32 before the subtraction: with x = 1e4 the exact f64 answer
+        // would be off by far more than float32 tolerances.
+        let out = value(call(
+            "sigmoid_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Float32, &[1], &[0.999_9])),
+                ("logits", t(DType::Float32, &[1], &[1e4])),
+            ],
+        ));
+        let z = 0.999_9f32;
+        let expect = 1e4f32 - 1e4f32 * z;
+        assert_eq!(out.dtype(), DType::Float32);
+        assert_eq!(out.to_f64_vec()[0], expect as f64);
+    }
+
+    #[test]
+    fn softmax_axis_moves_the_class_dimension() {
+        let logits: Vec<f64> = (0..24).map(|i| (i as f64 * 0.37).sin()).collect();
+        let labels: Vec<f64> = (0..24).map(|i| ((i * 7) % 5) as f64 / 4.0).collect();
+        for (axis, shape) in [
+            (0, vec![3, 4]),
+            (1, vec![2, 4]),
+            (2, vec![2, 3]),
+            (-1, vec![2, 3]),
+        ] {
+            let out = value(call(
+                "softmax_cross_entropy_with_logits",
+                vec![
+                    ("labels", t(DType::Float32, &[2, 3, 4], &labels)),
+                    ("logits", t(DType::Float32, &[2, 3, 4], &logits)),
+                    ("axis", Value::Int(axis)),
+                ],
+            ));
+            assert_eq!(out.shape(), &shape[..], "axis {axis}");
+        }
+        // `_move_dim_to_end` builds range(axis): negative axes other than -1 fail.
+        let o = call(
+            "softmax_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Float32, &[2, 3, 4], &labels)),
+                ("logits", t(DType::Float32, &[2, 3, 4], &logits)),
+                ("axis", Value::Int(-2)),
+            ],
+        );
+        assert_eq!(kind(o), ErrorKind::Argument);
+    }
+
+    #[test]
+    fn softmax_labels_broadcast_but_logits_do_not() {
+        let logits = t(DType::Float32, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, -1.0]);
+        let row = t(DType::Float32, &[3], &[1.0, 0.0, 0.0]);
+        let out = value(call(
+            "softmax_cross_entropy_with_logits",
+            vec![("labels", row.clone()), ("logits", logits.clone())],
+        ));
+        assert_eq!(out.shape(), &[2]);
+        let o = call(
+            "softmax_cross_entropy_with_logits",
+            vec![
+                ("labels", logits),
+                ("logits", t(DType::Float32, &[3], &[1.0, 2.0, 3.0])),
+            ],
+        );
+        assert_eq!(kind(o), ErrorKind::Shape);
+    }
+
+    #[test]
+    fn softmax_half_precision_keeps_its_dtype() {
+        let out = value(call(
+            "softmax_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Float32, &[1, 2], &[1.0, 0.0])),
+                ("logits", t(DType::Float16, &[1, 2], &[0.5, 1.5])),
+            ],
+        ));
+        assert_eq!(out.dtype(), DType::Float16);
+    }
+
+    #[test]
+    fn sparse_rejects_bad_labels_with_the_right_kind() {
+        let logits = t(DType::Float32, &[2, 3], &[0.0; 6]);
+        let cases = [
+            (t(DType::Int64, &[2], &[0.0, 3.0]), ErrorKind::Value),
+            (t(DType::Int32, &[2], &[-1.0, 0.0]), ErrorKind::Value),
+            (t(DType::Float32, &[2], &[0.0, 1.0]), ErrorKind::Dtype),
+            (t(DType::Uint8, &[2], &[0.0, 1.0]), ErrorKind::Dtype),
+            (t(DType::Int64, &[3], &[0.0, 1.0, 2.0]), ErrorKind::Shape),
+            (t(DType::Int64, &[2, 1], &[0.0, 1.0]), ErrorKind::Shape),
+        ];
+        for (labels, want) in cases {
+            let o = call(
+                "sparse_softmax_cross_entropy_with_logits",
+                vec![("labels", labels), ("logits", logits.clone())],
+            );
+            assert_eq!(kind(o), want);
+        }
+        let no_classes = call(
+            "sparse_softmax_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Int64, &[0], &[])),
+                ("logits", t(DType::Float32, &[0, 0], &[])),
+            ],
+        );
+        assert_eq!(kind(no_classes), ErrorKind::Shape);
+    }
+
+    #[test]
+    fn sparse_matches_softmax_with_one_hot_labels() {
+        let logits = [0.3, -1.2, 2.5, 0.0, 7.0, -3.0];
+        let sparse = value(call(
+            "sparse_softmax_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Int64, &[2], &[2.0, 0.0])),
+                ("logits", t(DType::Float64, &[2, 3], &logits)),
+            ],
+        ));
+        let dense = value(call(
+            "softmax_cross_entropy_with_logits",
+            vec![
+                (
+                    "labels",
+                    t(DType::Float64, &[2, 3], &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]),
+                ),
+                ("logits", t(DType::Float64, &[2, 3], &logits)),
+            ],
+        ));
+        assert_eq!(sparse.shape(), dense.shape());
+        for (a, b) in sparse.to_f64_vec().iter().zip(dense.to_f64_vec()) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn sigmoid_checks_shape_before_dtype_and_rejects_unknown_arguments() {
+        let o = call(
+            "sigmoid_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Float64, &[2], &[0.0, 1.0])),
+                ("logits", t(DType::Float32, &[3], &[0.0; 3])),
+            ],
+        );
+        assert_eq!(kind(o), ErrorKind::Shape);
+        let o = call(
+            "sigmoid_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Float64, &[2], &[0.0, 1.0])),
+                ("logits", t(DType::Float32, &[2], &[0.0; 2])),
+            ],
+        );
+        assert_eq!(kind(o), ErrorKind::Dtype);
+        let o = call(
+            "sigmoid_cross_entropy_with_logits",
+            vec![
+                ("labels", t(DType::Float32, &[2], &[0.0, 1.0])),
+                ("logits", t(DType::Float32, &[2], &[0.0; 2])),
+                ("name", Value::Str("loss".into())),
+                ("dim", Value::Int(0)),
+            ],
+        );
+        assert_eq!(kind(o), ErrorKind::Argument);
+    }
 }
