@@ -101,26 +101,21 @@ pub fn load_plan(root: &Path) -> Plan {
     let regenerate =
         "run `cargo run -- generate`, then `tools/reference.py` for new expected values";
     let mut generated = BTreeMap::new();
-    match crate::generate::generate_dir(&specs_dir) {
-        Ok(files) => {
-            for f in files {
-                generated.insert(f.family.clone(), f);
-            }
-        }
-        Err(errors) => {
-            for e in errors {
-                let stem = e
-                    .file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("?")
-                    .to_string();
-                plan.problems.push(problem(
-                    format!("lossconf/spec/{stem}"),
-                    format!("{}: {}", rel(root, &e.file), e.message),
-                ));
-            }
-        }
+    let (files, errors) = crate::generate::generate_dir(&specs_dir);
+    for f in files {
+        generated.insert(f.family.clone(), f);
+    }
+    for e in errors {
+        let stem = e
+            .file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("?")
+            .to_string();
+        plan.problems.push(problem(
+            format!("lossconf/spec/{stem}"),
+            format!("{}: {}", rel(root, &e.file), e.message),
+        ));
     }
     let families = match case::families(&cases_dir) {
         Ok(f) => f,

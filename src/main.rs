@@ -59,6 +59,8 @@ struct RunOptions {
 enum Command {
     /// Expand specs/ into cases/ (deterministic; cases/*.expected.yaml is left to tools/reference.py).
     Generate {
+        /// Only these families (default: all).
+        families: Vec<String>,
         /// Only report stale files; exit 1 if any.
         #[arg(long)]
         check: bool,
@@ -75,7 +77,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli.root.unwrap_or_else(harness::default_root);
     match cli.command {
-        Command::Generate { check } => generate(&root, check),
+        Command::Generate { families, check } => generate(&root, &families, check),
         Command::Run(opts) => run(&root, opts),
         Command::List => list(&root),
         Command::Serve => {
@@ -91,17 +93,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn generate(root: &Path, check: bool) -> ExitCode {
+fn generate(root: &Path, families: &[String], check: bool) -> ExitCode {
     let started = Instant::now();
-    let files = match lossconf::generate::generate_dir(&root.join("specs")) {
-        Ok(f) => f,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
+    let (mut files, errors) = lossconf::generate::generate_dir(&root.join("specs"));
+    if !families.is_empty() {
+        files.retain(|f| families.contains(&f.family));
+    }
     let cases_dir = root.join("cases");
     let mut stale = 0;
     let mut total = 0;
@@ -131,8 +128,13 @@ fn generate(root: &Path, check: bool) -> ExitCode {
         files.len(),
         started.elapsed().as_secs_f64()
     );
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
     if stale > 0 {
         eprintln!("{stale} case files are stale: run `lossconf generate`, then tools/reference.py");
+    }
+    if stale > 0 || !errors.is_empty() {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

@@ -21,7 +21,8 @@ fn scratch(tag: &str) -> PathBuf {
         .unwrap()
         .path();
     std::fs::copy(&spec, dir.join("specs").join(spec.file_name().unwrap())).unwrap();
-    let files = lossconf::generate::generate_dir(&dir.join("specs")).unwrap();
+    let (files, errors) = lossconf::generate::generate_dir(&dir.join("specs"));
+    assert!(errors.is_empty(), "{errors:?}");
     for f in files {
         std::fs::write(
             dir.join("cases").join(format!("{}.yaml", f.family)),
