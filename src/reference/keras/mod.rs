@@ -343,3 +343,276 @@ fn sparse_categorical_crossentropy(a: &Args) -> Result<Tensor, CallError> {
     }
     inp.finish(res, mask.as_ref(), c)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::Reference;
+    use crate::tensor::{DType, Tensor};
+
+    fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
+    }
+
+    fn f32(shape: &[usize], data: &[f64]) -> Value {
+        t(DType::Float32, shape, data)
+    }
+
+    fn call(class: &str, args: Vec<(&str, Value)>) -> Outcome {
+        let call = Call {
+            api: format!("tf.keras.losses.{class}"),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        Reference.forward(&call)
+    }
+
+    fn value(o: Outcome) -> Tensor {
+        match o {
+            Outcome::Value(t) => t,
+            other => panic!("expected a value, got {other:?}"),
+        }
+    }
+
+    fn kind(o: Outcome) -> ErrorKind {
+        match o {
+            Outcome::Error(e) => e.kind,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn scalar(o: Outcome) -> f64 {
+        let t = value(o);
+        assert_eq!(t.shape(), &[] as &[usize]);
+        t.to_f64_vec()[0]
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-5 * (1.0 + a.abs())
+    }
+
+    const CLASSES: [&str; 6] = [
+        "MeanSquaredError",
+        "MeanAbsoluteError",
+        "Huber",
+        "BinaryCrossentropy",
+        "CategoricalCrossentropy",
+        "SparseCategoricalCrossentropy",
+    ];
+
+    fn inputs(class: &str) -> Vec<(&'static str, Value)> {
+        let probs = [0.2, 0.5, 0.3, 0.1, 0.1, 0.8, 0.6, 0.3, 0.1];
+        let y_true = if class == "SparseCategoricalCrossentropy" {
+            t(DType::Int64, &[3], &[1.0, 2.0, 0.0])
+        } else {
+            f32(&[3, 3], &[0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+        };
+        vec![("y_true", y_true), ("y_pred", f32(&[3, 3], &probs))]
+    }
+
+    #[test]
+    fn reductions_relate_as_documented() {
+        for class in CLASSES {
+            let with = |extra: Vec<(&'static str, Value)>| {
+                let mut args = inputs(class);
+                args.extend(extra);
+                call(class, args)
+            };
+            let none = value(with(vec![("reduction", Value::Str("none".into()))]));
+            assert_eq!(none.shape(), &[3], "{class}");
+            assert_eq!(none.dtype(), DType::Float32);
+            let null = value(with(vec![("reduction", Value::Null)]));
+            assert_eq!(none, null, "{class}: None and 'none' agree");
+            let sum = scalar(with(vec![("reduction", Value::Str("sum".into()))]));
+            let total: f64 = none.to_f64_vec().iter().sum();
+            assert!(close(sum, total), "{class}: {sum} vs {total}");
+            let default = scalar(with(vec![]));
+            let mean = scalar(with(vec![("reduction", Value::Str("mean".into()))]));
+            assert!(close(default, sum / 3.0) && default == mean, "{class}");
+            // With weights, 'mean_with_sample_weight' divides by their sum.
+            let w = f32(&[3], &[1.0, 2.0, 0.5]);
+            let weighted_sum = scalar(with(vec![
+                ("reduction", Value::Str("sum".into())),
+                ("sample_weight", w.clone()),
+            ]));
+            let mws = scalar(with(vec![
+                ("reduction", Value::Str("mean_with_sample_weight".into())),
+                ("sample_weight", w.clone()),
+            ]));
+            assert!(close(mws, weighted_sum / 3.5), "{class}: {mws}");
+            // (N,) and (N, 1) weights are the same thing.
+            let column = scalar(with(vec![(
+                "sample_weight",
+                f32(&[3, 1], &[1.0, 2.0, 0.5]),
+            )]));
+            let flat = scalar(with(vec![("sample_weight", w)]));
+            assert_eq!(column, flat, "{class}");
+            let bad = with(vec![("reduction", Value::Str("batchmean".into()))]);
+            assert_eq!(kind(bad), ErrorKind::Argument, "{class}");
+            let unknown = with(vec![("weight", f32(&[3], &[1.0; 3]))]);
+            assert_eq!(kind(unknown), ErrorKind::Argument, "{class}");
+        }
+    }
+
+    #[test]
+    fn loss_dtype_sets_the_output_dtype() {
+        for class in CLASSES {
+            let mut args = inputs(class);
+            args.push(("dtype", Value::Str("float64".into())));
+            assert_eq!(value(call(class, args)).dtype(), DType::Float64, "{class}");
+            let mut args = inputs(class);
+            args.push(("dtype", Value::Str("mixed_float16".into())));
+            assert_eq!(value(call(class, args)).dtype(), DType::Float16, "{class}");
+        }
+    }
+
+    #[test]
+    fn rank_one_and_empty_values_are_never_reduced() {
+        // mean over the last axis leaves a scalar, returned as is even for reduction='none'.
+        let o = call(
+            "MeanSquaredError",
+            vec![
+                ("y_true", f32(&[2], &[1.0, 2.0])),
+                ("y_pred", f32(&[2], &[0.0, 0.0])),
+                ("reduction", Value::Str("none".into())),
+            ],
+        );
+        assert_eq!(value(o).shape(), &[] as &[usize]);
+        // An empty batch gives per-sample losses of shape (0,), returned as is even for 'sum'.
+        let o = call(
+            "MeanSquaredError",
+            vec![
+                ("y_true", f32(&[0, 3], &[])),
+                ("y_pred", f32(&[0, 3], &[])),
+                ("reduction", Value::Str("sum".into())),
+            ],
+        );
+        assert_eq!(value(o).shape(), &[0]);
+        // mean over an empty last axis is NaN.
+        let o = call(
+            "MeanAbsoluteError",
+            vec![("y_true", f32(&[0], &[])), ("y_pred", f32(&[0], &[]))],
+        );
+        assert!(scalar(o).is_nan());
+    }
+
+    #[test]
+    fn probability_losses_clip_in_the_loss_dtype() {
+        let bce = |dtype: &str| {
+            scalar(call(
+                "BinaryCrossentropy",
+                vec![
+                    ("y_true", f32(&[1, 1], &[0.0])),
+                    ("y_pred", f32(&[1, 1], &[1.0])),
+                    ("dtype", Value::Str(dtype.into())),
+                ],
+            ))
+        };
+        // -log(1 - clip(1)) is finite; its size depends on how 1 - 1e-7 rounds.
+        let (single, double) = (bce("float32"), bce("float64"));
+        assert!(single.is_finite() && double.is_finite());
+        assert!((single - double).abs() > 0.1, "{single} vs {double}");
+        // Probabilities are renormalised along the class axis.
+        let cce = |p: &[f64]| {
+            scalar(call(
+                "CategoricalCrossentropy",
+                vec![
+                    ("y_true", f32(&[1, 3], &[0.0, 1.0, 0.0])),
+                    ("y_pred", f32(&[1, 3], p)),
+                ],
+            ))
+        };
+        assert!(close(cce(&[0.2, 0.5, 0.3]), cce(&[2.0, 5.0, 3.0])));
+    }
+
+    #[test]
+    fn from_logits_agrees_with_probabilities() {
+        let logits = [0.3, -1.0, 2.0, 0.5, 0.5, -2.0];
+        let probs: Vec<f64> = logits
+            .chunks(3)
+            .flat_map(|r| {
+                let s: f64 = r.iter().map(|x| f64::exp(*x)).sum();
+                r.iter().map(move |x| x.exp() / s).collect::<Vec<_>>()
+            })
+            .collect();
+        let y = t(DType::Float64, &[2, 3], &[0.0, 0.0, 1.0, 0.2, 0.3, 0.5]);
+        let run = |p: &[f64], from_logits: bool| {
+            scalar(call(
+                "CategoricalCrossentropy",
+                vec![
+                    ("y_true", y.clone()),
+                    ("y_pred", t(DType::Float64, &[2, 3], p)),
+                    ("from_logits", Value::Bool(from_logits)),
+                    ("dtype", Value::Str("float64".into())),
+                    ("label_smoothing", Value::Float(0.1)),
+                ],
+            ))
+        };
+        let (a, b) = (run(&logits, true), run(&probs, false));
+        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+
+    #[test]
+    fn sparse_ignore_class_and_label_errors() {
+        let p = f32(&[2, 3], &[0.2, 0.5, 0.3, 0.1, 0.1, 0.8]);
+        let run = |labels: Value, extra: Vec<(&'static str, Value)>| {
+            let mut args = vec![("y_true", labels), ("y_pred", p.clone())];
+            args.extend(extra);
+            call("SparseCategoricalCrossentropy", args)
+        };
+        let all_ignored = run(
+            t(DType::Int64, &[2], &[2.0, 2.0]),
+            vec![("ignore_class", Value::Int(2))],
+        );
+        assert_eq!(scalar(all_ignored), 0.0);
+        // One of two ignored: the mean is over the valid entry only.
+        let one = scalar(run(
+            t(DType::Int64, &[2], &[1.0, 2.0]),
+            vec![("ignore_class", Value::Int(2))],
+        ));
+        let alone = value(run(
+            t(DType::Int64, &[2], &[1.0, 2.0]),
+            vec![("reduction", Value::Str("none".into()))],
+        ));
+        assert!(close(one, alone.to_f64_vec()[0]));
+        let out_of_range = run(t(DType::Int64, &[2], &[1.0, 3.0]), vec![]);
+        assert_eq!(kind(out_of_range), ErrorKind::Value);
+        let negative = run(t(DType::Int32, &[2], &[-1.0, 0.0]), vec![]);
+        assert_eq!(kind(negative), ErrorKind::Value);
+        let axis = run(
+            t(DType::Int64, &[2], &[1.0, 0.0]),
+            vec![("axis", Value::Int(0))],
+        );
+        assert_eq!(kind(axis), ErrorKind::Argument);
+        let shape = run(t(DType::Int64, &[3], &[1.0, 0.0, 0.0]), vec![]);
+        assert_eq!(kind(shape), ErrorKind::Shape);
+    }
+
+    #[test]
+    fn mismatched_shapes_are_shape_errors() {
+        let o = call(
+            "BinaryCrossentropy",
+            vec![
+                ("y_true", f32(&[2, 3], &[0.0; 6])),
+                ("y_pred", f32(&[2, 2], &[0.5; 4])),
+            ],
+        );
+        assert_eq!(kind(o), ErrorKind::Shape);
+        let o = call(
+            "MeanSquaredError",
+            vec![
+                ("y_true", f32(&[2, 3], &[0.0; 6])),
+                ("y_pred", f32(&[2], &[0.5; 2])),
+            ],
+        );
+        assert_eq!(kind(o), ErrorKind::Shape);
+        let o = call(
+            "MeanSquaredError",
+            vec![
+                ("y_true", f32(&[2, 3], &[0.0; 6])),
+                ("y_pred", f32(&[2, 3], &[0.5; 6])),
+                ("sample_weight", f32(&[3], &[1.0; 3])),
+            ],
+        );
+        assert_eq!(kind(o), ErrorKind::Shape);
+    }
+}
