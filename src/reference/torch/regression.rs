@@ -40,6 +40,28 @@ fn sub(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
     zip(a, b, |_| Ok(()), |x, y| x - y)
 }
 
+/// `a * b` as a tensor op; integer products wrap in the result dtype.
+fn mul(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
+    let dt = result_type(&[(a.dt, a.is_0d()), (b.dt, b.is_0d())]);
+    if dt.is_float() {
+        return zip(a, b, |_| Ok(()), |x, y| x * y);
+    }
+    zip(
+        a,
+        b,
+        |_| Ok(()),
+        move |x, y| {
+            let p = (x as i64).wrapping_mul(y as i64);
+            match dt {
+                DType::Int32 => p as i32 as f64,
+                DType::Uint8 => p as u8 as f64,
+                DType::Bool => (p != 0) as i64 as f64,
+                _ => p as f64,
+            }
+        },
+    )
+}
+
 fn check_weight_size(weight: &Arr, input: &Arr) -> Result<(), CallError> {
     if weight.shape() != input.shape() {
         return Err(CallError::shape(format!(
@@ -67,7 +89,7 @@ fn true_div(a: &Arr, b: &Arr) -> Arr {
 /// The Python-level weighted branch of l1/mse: `errors * weight`, then none / sum /
 /// `sum(weighted) / sum(weight)`.
 fn weighted_by_sum(errors: &Arr, weight: &Arr, req: &Requested) -> Result<Arr, CallError> {
-    let weighted = zip(errors, weight, |_| Ok(()), |x, w| x * w)?;
+    let weighted = mul(errors, weight)?;
     Ok(match req.strict(invalid_mode)? {
         Reduction::None => weighted,
         Reduction::Sum => sum_all(&weighted),
@@ -124,7 +146,7 @@ pub fn mse_loss(args: &Args) -> Result<Tensor, CallError> {
             check_weight_size(&w, &input)?;
             // torch.pow(input - target, 2): integer inputs stay integers here.
             let d = sub(&input_e, &target_e)?;
-            let sq = d.map(d.dt, |x| x * x);
+            let sq = mul(&d, &d)?;
             weighted_by_sum(&sq, &w, &req)?
         }
         None => {
@@ -156,7 +178,7 @@ pub fn smooth_l1_loss(args: &Args) -> Result<Tensor, CallError> {
         ));
     }
     let dt = kernel_dtype("smooth_l1_cpu", &input_e, &target_e)?;
-    // The bfloat16 kernel works in float32 and rounds once; the others work in their dtype.
+    // The bfloat16 kernel works in float32 and rounds once; float16 rounds after every op.
     let w = if dt == DType::Bfloat16 {
         DType::Float32
     } else {
@@ -192,9 +214,16 @@ fn huber_elements(input: &Arr, target: &Arr, delta: f64) -> Result<Arr, CallErro
         )));
     }
     require_float("huber_cpu", dt)?;
-    let r = |x: f64| round_to(dt, x);
+    // The float16 kernel works in float32 and rounds once; bfloat16 rounds after every op
+    // (the reverse of smooth_l1: measured, not documented).
+    let w = if dt == DType::Float16 {
+        DType::Float32
+    } else {
+        dt
+    };
+    let r = |x: f64| round_to(w, x);
     let delta_w = r(delta);
-    zip_into(input, target, dt, input.dt, |a, b| {
+    zip_into(input, target, w, input.dt, |a, b| {
         let z = r((a - b).abs());
         if z < delta_w {
             r(r(0.5 * z) * z)
@@ -218,7 +247,7 @@ pub fn huber_loss(args: &Args) -> Result<Tensor, CallError> {
         Some(w) => {
             check_weight_size(&w, &input)?;
             let loss = huber_elements(&input_e, &target_e, delta)?;
-            let weighted = zip(&loss, &w, |_| Ok(()), |x, w| x * w)?;
+            let weighted = mul(&loss, &w)?;
             // Unlike l1/mse, the weighted mean divides by the element count.
             match req.strict(invalid_mode)? {
                 Reduction::None => weighted,
