@@ -12,7 +12,7 @@ use super::tf_nn::{sigmoid_xent, softmax_xent, sparse_xent};
 use super::{Args, Kernel};
 use crate::backend::CallError;
 use crate::tensor::Tensor;
-use reduction::{reduce_weighted, squeeze_or_expand, Common};
+use reduction::{only_known, py_float, reduce_weighted, squeeze_or_expand, Common};
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -91,6 +91,7 @@ fn elementwise(a: &Args, c: Common, f: impl Fn(f64, f64) -> f64) -> Result<Tenso
 }
 
 fn mean_squared_error(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &[])?;
     let c = Common::read(a)?;
     let p = c.fp();
     elementwise(a, c, |t, y| {
@@ -100,15 +101,17 @@ fn mean_squared_error(a: &Args) -> Result<Tensor, CallError> {
 }
 
 fn mean_absolute_error(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &[])?;
     let c = Common::read(a)?;
     let p = c.fp();
     elementwise(a, c, |t, y| p.r(t - y).abs())
 }
 
 fn huber(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &["delta"])?;
     let c = Common::read(a)?;
     let p = c.fp();
-    let delta = p.r(a.f64_or("delta", 1.0)?);
+    let delta = p.r(py_float(a, "delta", 1.0)?);
     let half_delta_sq = p.r(0.5 * p.r(delta * delta));
     elementwise(a, c, |t, y| {
         let err = p.r(y - t);
@@ -144,10 +147,11 @@ fn clip(p: Fp, x: f64) -> f64 {
 }
 
 fn binary_crossentropy(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &["from_logits", "label_smoothing", "axis"])?;
     let c = Common::read(a)?;
     let p = c.fp();
     let from_logits = a.bool_or("from_logits", false)?;
-    let ls = a.f64_or("label_smoothing", 0.0)?;
+    let ls = py_float(a, "label_smoothing", 0.0)?;
     let axis = a.opt_i64("axis", Some(-1))?;
     let inp = Inputs::read(a, c)?;
     let mut target = inp.y_true.clone();
@@ -178,10 +182,11 @@ fn binary_crossentropy(a: &Args) -> Result<Tensor, CallError> {
 }
 
 fn categorical_crossentropy(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &["from_logits", "label_smoothing", "axis"])?;
     let c = Common::read(a)?;
     let p = c.fp();
     let from_logits = a.bool_or("from_logits", false)?;
-    let ls = a.f64_or("label_smoothing", 0.0)?;
+    let ls = py_float(a, "label_smoothing", 0.0)?;
     let axis = a.opt_i64("axis", Some(-1))?;
     let inp = Inputs::read(a, c)?;
     let (mut target, output) = (inp.y_true.clone(), &inp.y_pred);
@@ -267,6 +272,7 @@ fn cast_to_int64(x: f64) -> f64 {
 }
 
 fn sparse_categorical_crossentropy(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &["from_logits", "ignore_class", "axis"])?;
     let c = Common::read(a)?;
     let p = c.fp();
     let from_logits = a.bool_or("from_logits", false)?;

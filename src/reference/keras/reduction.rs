@@ -42,6 +42,33 @@ pub struct Common {
     pub reduction: Reduction,
 }
 
+/// Python raises `TypeError` for an unexpected keyword before running anything, so an unknown
+/// argument wins over every other error: mark the API's parameters read and check up front.
+pub fn only_known(a: &Args, own: &[&'static str]) -> Result<(), CallError> {
+    for name in [
+        "reduction",
+        "name",
+        "dtype",
+        "y_true",
+        "y_pred",
+        "sample_weight",
+    ]
+    .iter()
+    .chain(own)
+    {
+        a.get(name);
+    }
+    a.finish()
+}
+
+/// A float option as Python reads it: `True`/`False` are 1 and 0.
+pub fn py_float(a: &Args, name: &'static str, default: f64) -> Result<f64, CallError> {
+    match a.get(name) {
+        Some(Value::Bool(b)) => Ok(f64::from(u8::from(*b))),
+        _ => a.f64_or(name, default),
+    }
+}
+
 impl Common {
     /// Reads `reduction`, `name` and `dtype` (a float dtype name or a mixed-precision policy,
     /// whose compute dtype is used; default float32, Keras' `floatx`).

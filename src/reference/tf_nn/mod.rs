@@ -29,8 +29,13 @@ pub const KERNELS: &[(&str, Kernel)] = &[
     ),
 ];
 
-/// Reads the op's `name`: TensorFlow only uses it for the graph name scope.
-pub(crate) fn read_name(a: &Args) -> Result<(), CallError> {
+/// Checks for unknown arguments first (Python's `TypeError` comes before anything runs), then
+/// reads the op's `name`: TensorFlow only uses it for the graph name scope.
+pub(crate) fn read_name(a: &Args, params: &[&'static str]) -> Result<(), CallError> {
+    for p in params.iter().chain(&["name"]) {
+        a.get(p);
+    }
+    a.finish()?;
     match a.get("name") {
         None | Some(Value::Null) | Some(Value::Str(_)) => Ok(()),
         Some(v) => Err(CallError::argument(format!(
@@ -64,7 +69,7 @@ pub(crate) fn sigmoid_xent(p: Fp, z: f64, x: f64) -> f64 {
 }
 
 fn sigmoid_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
-    read_name(a)?;
+    read_name(a, &["labels", "logits"])?;
     let labels = a.tensor("labels")?;
     let logits = a.tensor("logits")?;
     if labels.shape() != logits.shape() {
@@ -198,7 +203,7 @@ pub(crate) fn softmax_xent(
 }
 
 fn softmax_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
-    read_name(a)?;
+    read_name(a, &["labels", "logits", "axis"])?;
     let labels = a.tensor("labels")?;
     let logits = a.tensor("logits")?;
     let axis = a.opt_i64("axis", Some(-1))?.unwrap_or(-1);
@@ -261,7 +266,7 @@ pub(crate) fn sparse_xent(labels: &Nd, logits: &Nd, dt: DType) -> Result<Nd, Cal
 }
 
 fn sparse_softmax_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
-    read_name(a)?;
+    read_name(a, &["labels", "logits"])?;
     let labels = a.tensor("labels")?;
     let logits = a.tensor("logits")?;
     let op = "sparse_softmax_cross_entropy_with_logits";
@@ -498,5 +503,16 @@ mod tests {
             ],
         );
         assert_eq!(kind(o), ErrorKind::Argument);
+        for name in [Value::Str("loss".into()), Value::Null] {
+            let o = call(
+                "sigmoid_cross_entropy_with_logits",
+                vec![
+                    ("labels", t(DType::Float32, &[2], &[0.0, 1.0])),
+                    ("logits", t(DType::Float32, &[2], &[0.0; 2])),
+                    ("name", name),
+                ],
+            );
+            assert_eq!(value(o).shape(), &[2]);
+        }
     }
 }
