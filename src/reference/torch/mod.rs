@@ -214,7 +214,14 @@ impl Arr {
 }
 
 /// Rounds to a dtype; integer dtypes wrap like a C cast of an in-range integer.
+///
+/// float16/bfloat16 results go through float32 first: PyTorch computes their ops in float32
+/// and casts (and converts double to half via float), so a value just off a half-way point
+/// rounds as the float32 value does.
 pub(crate) fn round_to(dt: DType, x: f64) -> f64 {
+    if matches!(dt, DType::Float16 | DType::Bfloat16) {
+        return dt.round(DType::Float32.round(x));
+    }
     if dt.is_float() || !x.is_finite() {
         return dt.round(x);
     }
