@@ -8,8 +8,8 @@
 use crate::backend::Value;
 use crate::case::{call_digest, fnv1a64, Case, CaseFile, CASES_FORMAT};
 use crate::spec::{
-    ApiSpec, ArgTemplate, Bound, CaseTemplate, DimRef, DimSpec, PlainValue, RandomKind, Recipe,
-    Spec, SpecError,
+    ApiSpec, ArgTemplate, Bound, CaseTemplate, DimRef, DimSpec, Ordered, PlainValue, RandomKind,
+    Recipe, Spec, SpecError,
 };
 use crate::tensor::{parse_special_float, DType, Tensor};
 use rand::{RngCore, SeedableRng};
@@ -522,6 +522,40 @@ fn expand_template(
         }
     }
     Ok(())
+}
+
+/// Concrete values of argument templates outside any case (no dims, fixed seed), e.g. for the
+/// plots in the docs. Tensors without a dtype take `dtype`.
+pub fn literal_args(
+    args: &Ordered<ArgTemplate>,
+    dtype: DType,
+) -> Result<BTreeMap<String, Value>, String> {
+    let t = CaseTemplate {
+        name: "literal".into(),
+        apis: vec![],
+        source: None,
+        compare: None,
+        tolerance: None,
+        dtypes: None,
+        repeat: None,
+        dims: Ordered::default(),
+        tensors: Ordered::default(),
+        args: args.clone(),
+        calls: Ordered::default(),
+        vary: Ordered::default(),
+    };
+    let dims = HashMap::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let draws = Draws::take(&t, &Ctx { dims: &dims }, &mut rng)?;
+    t.args
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                k.to_string(),
+                draws.value(v, dtype).map_err(|e| format!("{k}: {e}"))?,
+            ))
+        })
+        .collect()
 }
 
 /// Expands one parsed spec into its case file.

@@ -91,6 +91,24 @@ pub struct ApiSpec {
     pub dtypes: Option<String>,
     #[serde(default)]
     pub notes: Option<String>,
+    /// How docs plot this API's loss and derivative; no plot without it.
+    #[serde(default)]
+    pub plot: Option<PlotSpec>,
+}
+
+/// A sweep for the docs: element `index` of tensor argument `arg` runs over `range`, the other
+/// arguments are fixed literals; the plot shows the sum of the output and its derivative.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlotSpec {
+    pub arg: String,
+    #[serde(default)]
+    pub index: usize,
+    pub range: [f64; 2],
+    pub args: Ordered<ArgTemplate>,
+    /// Axis label for the swept value, e.g. "input - target".
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 impl ApiSpec {

@@ -363,6 +363,12 @@ RULES = (
     Rule("tf_scalar_logits", "shape", r"`logits` cannot be a scalar"),
     Rule("tf_reshape_size", "shape", r"Input to reshape is a tensor with \d+ values, but the requested shape has"),
     Rule("keras_rank", "shape", r"must have rank \(ndim\)"),
+    Rule("keras_same_rank", "shape", r"must have the same rank \(ndim\)"),
+    Rule("tf_at_least_one_class", "shape", r"Must have at least one class"),
+    Rule("keras_axis_type", "argument", r"`axis` must be of type `int`"),
+    Rule("keras_dtype_policy", "argument", r"Cannot convert .* to a mixed precision DTypePolicy"),
+    Rule("torch_ignore_index_prob", "argument", r"ignore_index is not supported for floating point target"),
+    Rule("keras_axis_unsupported", "argument", r"Only axis=-1 is currently supported"),
     Rule("tf_slice_scalar", "shape", r"Expected begin\[0\] == 0 .*\[Op:Slice\]"),
 )
 
