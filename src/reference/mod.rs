@@ -22,8 +22,8 @@ pub type Kernel = fn(&Args) -> Result<Tensor, CallError>;
 pub fn kernels() -> Vec<(&'static str, Kernel)> {
     let mut all: Vec<(&'static str, Kernel)> = torch::KERNELS
         .iter()
-        .chain(tf_nn::KERNELS)
-        .chain(keras::KERNELS)
+        .chain(tf_nn::TABLES.iter().flat_map(|t| t.iter()))
+        .chain(keras::TABLES.iter().flat_map(|t| t.iter()))
         .copied()
         .collect();
     all.sort_by_key(|(name, _)| *name);
@@ -54,5 +54,16 @@ impl Backend for Reference {
                 .map(|(name, _)| name.to_string())
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_api_has_exactly_one_kernel() {
+        let names: Vec<&str> = super::kernels().into_iter().map(|(n, _)| n).collect();
+        let mut dedup = names.clone();
+        dedup.dedup();
+        assert_eq!(names, dedup, "an API is registered twice");
     }
 }

@@ -5,7 +5,16 @@
 //! says otherwise) and everything is computed in it: the `1e-7` clipping bounds are float32
 //! values (`1 - 1e-7` becomes `1 - 2^-23`) unless the loss dtype is float64.
 
+pub mod circle;
+pub mod cosine;
+pub mod ctc;
+pub mod focal;
+pub mod generalized;
+pub mod hinge;
+pub mod overlap;
+pub mod probabilistic;
 pub mod reduction;
+pub mod regression_extra;
 
 use super::tf_nn::nd::{canonical_axis, Fp, Nd};
 use super::tf_nn::{sigmoid_xent, softmax_xent, sparse_xent};
@@ -13,6 +22,20 @@ use super::{Args, Kernel};
 use crate::backend::CallError;
 use crate::tensor::Tensor;
 use reduction::{only_known, py_float, reduce_weighted, squeeze_or_expand, Common};
+
+/// Every table of this framework: this module's and one per submodule.
+pub const TABLES: &[&[(&str, Kernel)]] = &[
+    KERNELS,
+    circle::KERNELS,
+    cosine::KERNELS,
+    ctc::KERNELS,
+    focal::KERNELS,
+    generalized::KERNELS,
+    hinge::KERNELS,
+    overlap::KERNELS,
+    probabilistic::KERNELS,
+    regression_extra::KERNELS,
+];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[

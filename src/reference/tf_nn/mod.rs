@@ -6,12 +6,25 @@
 //! `sparse_xent_op.h`: shift by the row maximum, `log(sum(exp))`, then `labels * (lse - shifted)`.
 //! That is why `labels = 0` against a `-inf` logit gives NaN (0 * inf), exactly as TensorFlow.
 
+pub mod ctc;
+pub mod l2;
 pub mod nd;
+pub mod poisson;
+pub mod weighted;
 
 use super::{Args, Kernel};
 use crate::backend::{CallError, Value};
 use crate::tensor::{DType, Tensor};
 use nd::{Fp, Nd};
+
+/// Every table of this framework: this module's and one per submodule.
+pub const TABLES: &[&[(&str, Kernel)]] = &[
+    KERNELS,
+    ctc::KERNELS,
+    l2::KERNELS,
+    poisson::KERNELS,
+    weighted::KERNELS,
+];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
