@@ -11,6 +11,8 @@ mod binary;
 mod cross_entropy;
 mod reduction;
 mod regression;
+#[cfg(test)]
+mod tests;
 
 use super::Kernel;
 use crate::backend::CallError;
@@ -191,11 +193,6 @@ impl Arr {
             dt,
             a: self.a.mapv(|x| round_to(dt, f(x))),
         }
-    }
-
-    /// The same values viewed as dtype `dt` (a cast).
-    pub fn cast(&self, dt: DType) -> Arr {
-        self.map(dt, |x| x)
     }
 
     /// Values broadcast to `shape` (which must be a broadcast of this shape).

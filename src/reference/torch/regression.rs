@@ -172,7 +172,8 @@ pub fn smooth_l1_loss(args: &Args) -> Result<Tensor, CallError> {
         return Ok(l1_unweighted(&input_e, &target_e, &req)?.tensor());
     }
     let red = req.get_enum()?;
-    if !(beta >= 0.0) {
+    // NaN fails PyTorch's `beta >= 0` check too.
+    if beta.is_nan() || beta < 0.0 {
         return Err(CallError::value(
             "smooth_l1_loss does not support negative values for beta.",
         ));
@@ -200,7 +201,7 @@ pub fn smooth_l1_loss(args: &Args) -> Result<Tensor, CallError> {
 /// `torch._C._nn.huber_loss(input, target, 'none', delta)`: computed in the promoted dtype,
 /// written in the input's dtype.
 fn huber_elements(input: &Arr, target: &Arr, delta: f64) -> Result<Arr, CallError> {
-    if !(delta > 0.0) {
+    if delta.is_nan() || delta <= 0.0 {
         return Err(CallError::value(
             "huber_loss does not support non-positive values for delta.",
         ));
