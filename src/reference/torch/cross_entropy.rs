@@ -8,7 +8,9 @@
 //! `nll_loss(log_softmax(input))`.
 
 use super::reduction::{self, Reduction};
-use super::{require_float, round_to, sum_all, sum_axis, torch_dtype_name, zip, zip_into, Arr};
+use super::{
+    float_arg, require_float, round_to, sum_all, sum_axis, torch_dtype_name, zip, zip_into, Arr,
+};
 use crate::backend::CallError;
 use crate::reference::Args;
 use crate::tensor::{DType, Tensor};
@@ -312,7 +314,7 @@ pub fn cross_entropy(args: &Args) -> Result<Tensor, CallError> {
     let target = args.tensor("target")?;
     let weight = args.opt_tensor("weight")?.map(Arr::of);
     let ignore_index = args.i64_or("ignore_index", -100)?;
-    let label_smoothing = args.f64_or("label_smoothing", 0.0)?;
+    let label_smoothing = float_arg(args, "label_smoothing", 0.0)?;
     let red = reduction::read(args, true)?.get_enum()?;
     let out = if input.shape() == target.shape() {
         probability_targets(

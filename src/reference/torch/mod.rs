@@ -289,6 +289,19 @@ pub(crate) fn zip_inplace(x: &Arr, y: &Arr, f: impl Fn(f64, f64) -> f64) -> Resu
     zip_into(x, y, compute, x.dt, f)
 }
 
+/// A Python `float` parameter: PyTorch's argument parser also takes an int or a bool
+/// (`beta=True` is 1.0).
+pub(crate) fn float_arg(
+    args: &super::Args,
+    name: &'static str,
+    default: f64,
+) -> Result<f64, CallError> {
+    match args.get(name) {
+        Some(crate::backend::Value::Bool(b)) => Ok(*b as u8 as f64),
+        _ => args.f64_or(name, default),
+    }
+}
+
 /// A float tensor argument, or PyTorch's "not implemented for 'Long'" as a dtype error.
 pub(crate) fn require_float(op: &str, dt: DType) -> Result<(), CallError> {
     if dt.is_float() {

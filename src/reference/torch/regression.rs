@@ -10,8 +10,8 @@
 
 use super::reduction::{self, Reduction, Requested};
 use super::{
-    broadcast_shapes, mean_all, require_float, result_type, round_to, sum_all, torch_dtype_name,
-    zip, zip_into, Arr,
+    broadcast_shapes, float_arg, mean_all, require_float, result_type, round_to, sum_all,
+    torch_dtype_name, zip, zip_into, Arr,
 };
 use crate::backend::CallError;
 use crate::reference::Args;
@@ -165,7 +165,7 @@ pub fn mse_loss(args: &Args) -> Result<Tensor, CallError> {
 pub fn smooth_l1_loss(args: &Args) -> Result<Tensor, CallError> {
     let (input, target) = read_pair(args)?;
     let req = reduction::read(args, true)?;
-    let beta = args.f64_or("beta", 1.0)?;
+    let beta = float_arg(args, "beta", 1.0)?;
     let (input_e, target_e) = expand_pair(&input, &target)?;
     // Python sends beta == 0 to l1_loss (so integers and the l1 dtype rules apply there).
     if beta == 0.0 {
@@ -237,7 +237,7 @@ fn huber_elements(input: &Arr, target: &Arr, delta: f64) -> Result<Arr, CallErro
 pub fn huber_loss(args: &Args) -> Result<Tensor, CallError> {
     let (input, target) = read_pair(args)?;
     let req = reduction::read(args, false)?;
-    let delta = args.f64_or("delta", 1.0)?;
+    let delta = float_arg(args, "delta", 1.0)?;
     let weight = args.opt_tensor("weight")?.map(Arr::of);
     let (input_e, target_e) = expand_pair(&input, &target)?;
     let out = match weight {
