@@ -20,8 +20,9 @@ pub type Kernel = fn(&Args) -> Result<Tensor, CallError>;
 
 /// Every API the reference implements, with its kernel, sorted by name.
 pub fn kernels() -> Vec<(&'static str, Kernel)> {
-    let mut all: Vec<(&'static str, Kernel)> = torch::KERNELS
+    let mut all: Vec<(&'static str, Kernel)> = torch::TABLES
         .iter()
+        .flat_map(|t| t.iter())
         .chain(tf_nn::TABLES.iter().flat_map(|t| t.iter()))
         .chain(keras::TABLES.iter().flat_map(|t| t.iter()))
         .copied()

@@ -8,16 +8,37 @@
 //! disagree (which check runs first, which dtypes are promoted and which rejected).
 
 mod binary;
+pub mod cosine_embedding;
 mod cross_entropy;
+pub mod ctc;
+pub mod gaussian_nll;
+pub mod kl_div;
+pub mod linear_cross_entropy;
+pub mod margin;
+pub mod poisson_nll;
 mod reduction;
 mod regression;
 #[cfg(test)]
 mod tests;
+pub mod triplet;
 
 use super::Kernel;
 use crate::backend::CallError;
 use crate::tensor::{DType, Tensor};
 use ndarray::{ArrayD, IxDyn};
+
+/// Every table of this framework: this module's and one per submodule.
+pub const TABLES: &[&[(&str, Kernel)]] = &[
+    KERNELS,
+    cosine_embedding::KERNELS,
+    ctc::KERNELS,
+    gaussian_nll::KERNELS,
+    kl_div::KERNELS,
+    linear_cross_entropy::KERNELS,
+    margin::KERNELS,
+    poisson_nll::KERNELS,
+    triplet::KERNELS,
+];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[

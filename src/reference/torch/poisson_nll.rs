@@ -1,0 +1,6 @@
+//! Reference kernels for `torch.nn.functional.poisson_nll_loss`.
+
+use crate::reference::Kernel;
+
+/// `(fully qualified API name, kernel)` for every API of this module.
+pub const KERNELS: &[(&str, Kernel)] = &[];
