@@ -19,4 +19,5 @@ pub mod harness;
 pub use harness::Harness;
 pub mod process;
 pub mod protocol;
+pub mod report;
 pub mod summary;

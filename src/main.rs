@@ -69,6 +69,12 @@ enum Command {
     Run(RunOptions),
     /// List families, APIs and case counts.
     List,
+    /// Generate docs/ (a page per family with plots, the coverage matrix) and README's coverage table.
+    Report {
+        /// Only report stale files; exit 1 if any.
+        #[arg(long)]
+        check: bool,
+    },
     /// Serve the reference backend over lossconf/1 on stdin/stdout.
     Serve,
 }
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
         Command::Generate { families, check } => generate(&root, &families, check),
         Command::Run(opts) => run(&root, opts),
         Command::List => list(&root),
+        Command::Report { check } => report(&root, check),
         Command::Serve => {
             let stdin = std::io::stdin();
             match lossconf::protocol::serve(&Reference, stdin.lock(), std::io::stdout().lock()) {
@@ -170,6 +177,41 @@ fn run(root: &Path, opts: RunOptions) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn report(root: &Path, check: bool) -> ExitCode {
+    let files = match lossconf::report::build(root) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if check {
+        let stale = lossconf::report::stale(root, &files);
+        for p in &stale {
+            eprintln!("stale: {}", p.display());
+        }
+        println!("{} generated files, {} stale", files.len(), stale.len());
+        return if stale.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    match lossconf::report::write(root, &files) {
+        Ok(touched) => {
+            for p in &touched {
+                println!("updated {}", p.display());
+            }
+            println!("{} generated files, {} updated", files.len(), touched.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
