@@ -164,9 +164,9 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// An error answer to a call: its kind and a human message.
+/// An error answer to a call: its kind and a human message. Extra fields a backend adds (an
+/// exception type, say) are ignored, so the protocol can grow without breaking old clients.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CallError {
     pub kind: ErrorKind,
     pub message: String,
