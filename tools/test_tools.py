@@ -32,6 +32,14 @@ I64 = lambda data, shape=None: t("int64", data, shape)  # noqa: E731
 TF = "torch.nn.functional."
 K = "tf.keras.losses."
 row = F32([1.0, 2.0], [1, 2])
+SCORES = F32([0.1, 0.2, 0.4, 0.8], [1, 4])
+# uniform (T=3, N=2, C=3) CTC inputs with padded targets [[1, 2], [1]]
+CTC = {"log_probs": F32([-1.0986122886681098] * 18, [3, 2, 3]), "targets": I64([1, 2, 1, 0], [2, 2]),
+       "input_lengths": I64([3, 3]), "target_lengths": I64([2, 1])}
+CTC_TF = {"labels": t("int32", [1, 2, 1, 0], [2, 2]), "logits": F32([0.0] * 18, [3, 2, 3]),
+          "label_length": t("int32", [2, 1]), "logit_length": t("int32", [3, 3])}
+# linear_cross_entropy: one sample, in_features 2, C = 3
+LCE = {"input": row, "linear_weight": F32([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [3, 2]), "target": I64([1])}
 
 # rule id -> a real call that must raise an error matched first by that rule
 PROVOKE = {
@@ -81,6 +89,52 @@ PROVOKE = {
                                                               "y_pred": F32([0.0] * 6, [2, 3])}),
     "keras_rank": (K + "SparseCategoricalCrossentropy", {"y_true": I64([0, 1, 0, 1], [2, 2]), "y_pred": F32([0.0] * 6, [2, 3])}),
     "tf_slice_scalar": ("tf.nn.softmax_cross_entropy_with_logits", {"labels": F32([1.0], []), "logits": F32([1.0], [])}),
+    "keras_same_rank": (K + "BinaryCrossentropy", {"y_true": F32([1.0, 0.0]), "y_pred": F32([0.5, 0.2, 0.3, 0.9], [2, 2])}),
+    "tf_at_least_one_class": ("tf.nn.sparse_softmax_cross_entropy_with_logits", {"labels": I64([0, 0]), "logits": F32([], [2, 0])}),
+    "keras_axis_type": (K + "CategoricalCrossentropy", {"axis": True, "y_true": row, "y_pred": row}),
+    "keras_dtype_policy": (K + "MeanSquaredError", {"dtype": "int7", "y_true": row, "y_pred": row}),
+    "torch_ignore_index_prob": (TF + "cross_entropy", {"input": F32([1.0, 2.0, 3.0], [1, 3]), "target": F32([1.0, 0.0, 0.0], [1, 3]),
+                                                       "ignore_index": 0}),
+    "keras_axis_unsupported": (K + "SparseCategoricalCrossentropy", {"axis": 0, "y_true": I64([1]), "y_pred": row}),
+    "torch_overload_types": (TF + "gaussian_nll_loss", {"input": F32([0.0, 1.0]), "target": F32([0.0, 0.0]), "var": 2}),
+    "tf_convert_none": ("tf.nn.ctc_loss", {**CTC_TF, "label_length": None}),
+    "torch_p_supported": (TF + "multi_margin_loss", {"input": SCORES, "target": I64([3]), "p": 3}),
+    "torch_margin_positive": (TF + "triplet_margin_loss", {"anchor": row, "positive": row, "negative": row, "margin": 0.0}),
+    "torch_ctc_blank": (TF + "ctc_loss", {**CTC, "blank": 3}),
+    "torch_ignore_index_probs": (TF + "linear_cross_entropy", {**LCE, "target": F32([0.2, 0.3, 0.5], [1, 3]),
+                                                                "ignore_index": -100}),
+    "torch_target_arg_range": (TF + "multilabel_margin_loss", {"input": SCORES, "target": I64([7, -1, 0, 0], [1, 4])}),
+    "torch_target_range": (TF + "multi_margin_loss", {"input": SCORES, "target": I64([4])}),
+    "torch_ctc_length_value": (TF + "ctc_loss", {**CTC, "input_lengths": I64([4, 3])}),
+    "torch_kl_div_integral": (TF + "kl_div", {"input": F32([0.1, 0.2]), "target": I64([1, 0])}),
+    "torch_lengths_integral": (TF + "ctc_loss", {**CTC, "input_lengths": F32([3.0, 3.0])}),
+    "torch_matmul_dtype": (TF + "linear_cross_entropy", {**LCE, "linear_weight": t("float64", [0.5] * 6, [3, 2])}),
+    "torch_nonempty_matrix": (TF + "multilabel_margin_loss", {"input": F32([0.0] * 8, [2, 2, 2]), "target": I64([0] * 8, [2, 2, 2])}),
+    "torch_inconsistent_target_size": (TF + "multilabel_margin_loss", {"input": SCORES, "target": I64([1, -1, 0], [1, 3])}),
+    "torch_inconsistent_weight_size": (TF + "multi_margin_loss", {"input": SCORES, "target": I64([3]), "weight": F32([1.0] * 3)}),
+    "torch_weight_1d": (TF + "multi_margin_loss", {"input": SCORES, "target": I64([3]), "weight": F32([1.0] * 4, [1, 4])}),
+    "torch_multi_margin_target": (TF + "multi_margin_loss", {"input": SCORES, "target": I64([3, 3])}),
+    "torch_var_size": (TF + "gaussian_nll_loss", {"input": F32([0.0] * 6, [2, 3]), "target": F32([0.0] * 6, [2, 3]),
+                                                  "var": F32([1.0, 1.0], [1, 2])}),
+    "torch_same_dimension": (TF + "margin_ranking_loss", {"input1": F32([1.0, 2.0]), "input2": F32([2.0, 1.0]),
+                                                          "target": F32([1.0], [])}),
+    "torch_triplet_dims": (TF + "triplet_margin_loss", {"anchor": F32([1.0, 2.0]), "positive": row, "negative": row}),
+    "torch_cosine_dims": (TF + "cosine_embedding_loss", {"input1": F32([1.0, 2.0]), "input2": F32([2.0, 1.0]),
+                                                         "target": F32([1.0])}),
+    "torch_ctc_lengths_size": (TF + "ctc_loss", {**CTC, "input_lengths": I64([3, 3, 3])}),
+    "torch_ctc_empty": (TF + "ctc_loss", {**CTC, "log_probs": F32([], [0, 2, 3]), "input_lengths": I64([0, 0])}),
+    "torch_checked_size": (TF + "ctc_loss", {**CTC, "target_lengths": I64([3, 1])}),
+    "torch_checked_dim": (TF + "ctc_loss", {**CTC, "log_probs": F32([-1.0] * 18, [3, 2, 3, 1])}),
+    "torch_lce_input_dim": (TF + "linear_cross_entropy", {**LCE, "input": F32([0.0] * 12, [2, 3, 2])}),
+    "torch_lce_weight_dim": (TF + "linear_cross_entropy", {**LCE, "linear_weight": F32([1.0, 2.0])}),
+    "torch_lce_in_features": (TF + "linear_cross_entropy", {**LCE, "linear_weight": F32([0.0] * 9, [3, 3])}),
+    "torch_lce_bias_shape": (TF + "linear_cross_entropy", {**LCE, "linear_bias": F32([0.0, 0.0])}),
+    "torch_lce_kdim_batched": (TF + "linear_cross_entropy", {**LCE, "input": F32([0.5, -1.0]),
+                                                              "linear_weight": F32([0.0] * 12, [3, 2, 2]), "target": I64([1, 0])}),
+    "tf_empty_max": (K + "CategoricalHinge", {"y_true": F32([], [0, 4]), "y_pred": F32([], [0, 4])}),
+    "tf_empty_scatter": (K + "CTC", {"y_true": t("int32", [], [0, 2]), "y_pred": F32([], [0, 3, 3])}),
+    "keras_ctc_rank": (K + "CTC", {"y_true": t("int32", [1, 2]), "y_pred": F32([0.0] * 18, [2, 3, 3])}),
+    "tf_shape_index": ("tf.nn.ctc_loss", {**CTC_TF, "labels": t("int32", [1, 2])}),
 }
 
 
