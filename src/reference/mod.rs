@@ -8,6 +8,7 @@
 pub mod args;
 pub mod keras;
 pub mod numeric;
+pub mod signatures;
 pub mod tf_nn;
 pub mod torch;
 
@@ -31,6 +32,26 @@ pub fn kernels() -> Vec<(&'static str, Kernel)> {
     all
 }
 
+/// Python's argument binding: an unknown keyword or a missing required argument fails before
+/// the loss runs, whatever else is wrong with the call.
+fn check_signature(call: &Call) -> Result<(), CallError> {
+    let Some((_, sig)) = signatures::SIGNATURES.iter().find(|(api, _)| *api == call.api) else {
+        return Ok(());
+    };
+    let short = call.api.rsplit('.').next().unwrap_or(&call.api);
+    if let Some(extra) = call.args.keys().find(|k| !sig.iter().any(|(n, _)| n == k)) {
+        return Err(CallError::argument(format!(
+            "{short}() got an unexpected keyword argument '{extra}'"
+        )));
+    }
+    if let Some((missing, _)) = sig.iter().find(|(n, has_default)| !has_default && !call.args.contains_key(*n)) {
+        return Err(CallError::argument(format!(
+            "{short}() missing 1 required argument: '{missing}'"
+        )));
+    }
+    Ok(())
+}
+
 /// The reference backend.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Reference;
@@ -44,6 +65,9 @@ impl Backend for Reference {
         let Some((_, kernel)) = kernels().into_iter().find(|(name, _)| *name == call.api) else {
             return Outcome::Unsupported(format!("the reference does not implement {}", call.api));
         };
+        if let Err(e) = check_signature(call) {
+            return Outcome::Error(e);
+        }
         let args = Args::new(&call.api, &call.args);
         kernel(&args).and_then(|t| args.finish().map(|()| t)).into()
     }
@@ -60,6 +84,31 @@ impl Backend for Reference {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn signatures_equal_the_specs_and_cover_every_kernel() {
+        let root = crate::harness::default_root();
+        let mut from_specs = std::collections::BTreeMap::new();
+        for f in crate::spec::files(&root.join("specs")).unwrap() {
+            let (spec, _) = crate::spec::load(&f).unwrap();
+            for (_, api) in spec.apis.iter() {
+                let args: Vec<(String, bool)> = api
+                    .args
+                    .iter()
+                    .map(|(n, a)| (n.to_string(), a.default.is_some()))
+                    .collect();
+                from_specs.insert(api.api.clone(), args);
+            }
+        }
+        let table: std::collections::BTreeMap<String, Vec<(String, bool)>> = super::signatures::SIGNATURES
+            .iter()
+            .map(|(api, sig)| (api.to_string(), sig.iter().map(|(n, d)| (n.to_string(), *d)).collect()))
+            .collect();
+        assert_eq!(table, from_specs, "src/reference/signatures.rs differs from the specs' apis.*.args");
+        for (api, _) in super::kernels() {
+            assert!(table.contains_key(api), "{api} has a kernel but no signature");
+        }
+    }
+
     #[test]
     fn every_api_has_exactly_one_kernel() {
         let names: Vec<&str> = super::kernels().into_iter().map(|(n, _)| n).collect();

@@ -344,7 +344,7 @@ pub fn cross_entropy(args: &Args) -> Result<Tensor, CallError> {
 
 fn check_smoothing(ls: f64) -> Result<(), CallError> {
     if ls > 1.0 {
-        return Err(CallError::value(format!(
+        return Err(CallError::argument(format!(
             "label_smoothing must be between 0.0 and 1.0. Got: {ls}"
         )));
     }

@@ -174,7 +174,7 @@ pub fn smooth_l1_loss(args: &Args) -> Result<Tensor, CallError> {
     let red = req.get_enum()?;
     // NaN fails PyTorch's `beta >= 0` check too.
     if beta.is_nan() || beta < 0.0 {
-        return Err(CallError::value(
+        return Err(CallError::argument(
             "smooth_l1_loss does not support negative values for beta.",
         ));
     }
@@ -202,7 +202,7 @@ pub fn smooth_l1_loss(args: &Args) -> Result<Tensor, CallError> {
 /// written in the input's dtype.
 fn huber_elements(input: &Arr, target: &Arr, delta: f64) -> Result<Arr, CallError> {
     if delta.is_nan() || delta <= 0.0 {
-        return Err(CallError::value(
+        return Err(CallError::argument(
             "huber_loss does not support non-positive values for delta.",
         ));
     }

@@ -93,10 +93,10 @@ fn smooth_l1_with_beta_zero_is_l1_and_negative_beta_is_a_value_error() {
     );
     let mut a = base();
     a.push(("beta", Value::Float(-0.5)));
-    assert_eq!(error_kind("smooth_l1_loss", &a), ErrorKind::Value);
+    assert_eq!(error_kind("smooth_l1_loss", &a), ErrorKind::Argument);
     let mut a = base();
     a.push(("delta", Value::Float(0.0)));
-    assert_eq!(error_kind("huber_loss", &a), ErrorKind::Value);
+    assert_eq!(error_kind("huber_loss", &a), ErrorKind::Argument);
 }
 
 #[test]
@@ -397,7 +397,7 @@ fn class_index_errors_have_the_right_kinds() {
         ("target", long(&[2], &[0, 1])),
         ("label_smoothing", Value::Float(1.5)),
     ];
-    assert_eq!(error_kind("cross_entropy", &a), ErrorKind::Value);
+    assert_eq!(error_kind("cross_entropy", &a), ErrorKind::Argument);
     let a = [
         ("input", x()),
         ("target", long(&[2], &[0, 1])),
