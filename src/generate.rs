@@ -606,10 +606,18 @@ pub fn generate(file: &Path, spec: &Spec, text: &str) -> Result<CaseFile, SpecEr
 /// Loads and expands every spec of a directory. Every spec is tried: the ones that load are
 /// returned beside the errors of the ones that do not.
 pub fn generate_dir(specs_dir: &Path) -> (Vec<CaseFile>, Vec<SpecError>) {
-    let files = match crate::spec::files(specs_dir) {
+    generate_dir_only(specs_dir, None)
+}
+
+/// As [`generate_dir`], restricted to one family when `only` names it.
+pub fn generate_dir_only(specs_dir: &Path, only: Option<&str>) -> (Vec<CaseFile>, Vec<SpecError>) {
+    let mut files = match crate::spec::files(specs_dir) {
         Ok(f) => f,
         Err(e) => return (vec![], vec![e]),
     };
+    if let Some(family) = only {
+        files.retain(|f| f.file_stem().is_some_and(|s| s == family));
+    }
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for f in files {

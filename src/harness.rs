@@ -94,6 +94,12 @@ fn rel(root: &Path, p: &Path) -> String {
 
 /// Loads `root/cases`, checks it against `root/specs`, joins expectations.
 pub fn load_plan(root: &Path) -> Plan {
+    load_plan_only(root, None)
+}
+
+/// As [`load_plan`], restricted to one family when `only` names it: a `cargo nextest` trial
+/// process (`--exact <name>`) then loads and checks one family, not all of them.
+pub fn load_plan_only(root: &Path, only: Option<&str>) -> Plan {
     let mut plan = Plan::default();
     let cases_dir = root.join("cases");
     let specs_dir = root.join("specs");
@@ -101,7 +107,7 @@ pub fn load_plan(root: &Path) -> Plan {
     let regenerate =
         "run `cargo run -- generate`, then `tools/reference.py` for new expected values";
     let mut generated = BTreeMap::new();
-    let (files, errors) = crate::generate::generate_dir(&specs_dir);
+    let (files, errors) = crate::generate::generate_dir_only(&specs_dir, only);
     for f in files {
         generated.insert(f.family.clone(), f);
     }
@@ -118,7 +124,12 @@ pub fn load_plan(root: &Path) -> Plan {
         ));
     }
     let families = match case::families(&cases_dir) {
-        Ok(f) => f,
+        Ok(mut f) => {
+            if let Some(family) = only {
+                f.retain(|x| x == family);
+            }
+            f
+        }
         Err(e) => {
             plan.problems.push(problem("lossconf/cases", e));
             return plan;
@@ -365,7 +376,11 @@ impl Harness {
 
     /// The plan this harness runs.
     pub fn plan(&self) -> Plan {
-        let mut plan = load_plan(&self.root);
+        self.plan_only(None)
+    }
+
+    fn plan_only(&self, only: Option<&str>) -> Plan {
+        let mut plan = load_plan_only(&self.root, only);
         if let Some(p) = &self.xfail {
             apply_expected_failures(&mut plan, p);
         }
@@ -374,8 +389,12 @@ impl Harness {
 
     /// One trial per check plus one failing trial per problem, sorted by name.
     pub fn trials(&self) -> Vec<libtest_mimic::Trial> {
+        self.trials_only(None)
+    }
+
+    fn trials_only(&self, only: Option<&str>) -> Vec<libtest_mimic::Trial> {
         use libtest_mimic::{Completion, Trial};
-        let plan = self.plan();
+        let plan = self.plan_only(only);
         let mut trials: Vec<Trial> = plan
             .problems
             .into_iter()
@@ -401,6 +420,14 @@ impl Harness {
     /// Parses libtest arguments from the command line and runs the trials.
     pub fn run(self) -> ExitCode {
         let args = libtest_mimic::Arguments::from_args();
-        libtest_mimic::run(&args, self.trials()).exit_code()
+        // `--exact family/...` (how nextest runs each trial) needs only that family loaded.
+        let only = match (&args.filter, args.exact) {
+            (Some(name), true) if !name.starts_with("lossconf/") => {
+                name.split('/').next().map(str::to_string)
+            }
+            _ => None,
+        };
+        let trials = self.trials_only(only.as_deref());
+        libtest_mimic::run(&args, trials).exit_code()
     }
 }

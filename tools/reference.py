@@ -12,6 +12,7 @@ which records the versions actually used).
 
 import argparse
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -88,8 +89,37 @@ def recorded_versions():
 
 
 def load_yaml(path):
-    with open(path, "rb") as f:
-        return yaml.load(f, Loader=Loader)
+    """A case or expected file. Both put one entry per line in JSON flow style after a short YAML
+    header, so the body is read with `json` (fast, and YAML 1.2 numbers such as `1e-5` stay
+    numbers, which PyYAML's 1.1 resolver would read as strings); anything else goes to PyYAML."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line in ("cases:", "expected:"):
+            head = yaml.load("\n".join(lines[:i]), Loader=Loader) or {}
+            body = [l for l in lines[i + 1:] if l.strip()]
+            try:
+                if line == "cases:":
+                    head["cases"] = [json.loads(l[2:]) for l in body if l.startswith("- {")] \
+                        if all(l.startswith("- {") for l in body) else None
+                else:
+                    head["expected"] = dict(_entry_line(l) for l in body)
+            except (ValueError, TypeError):
+                break
+            if head.get("cases", head.get("expected")) is not None:
+                return head
+            break
+    return yaml.load(text, Loader=Loader)
+
+
+def _entry_line(line):
+    """`  "name": {...}` -> (name, entry)."""
+    if not line.startswith('  "'):
+        raise ValueError(line)
+    name, end = json.JSONDecoder().raw_decode(line, 2)
+    if not line.startswith(": ", end):
+        raise ValueError(line)
+    return name, json.loads(line[end + 2:])
 
 
 def load_cases(path):
@@ -159,15 +189,19 @@ def entry(case, outcome):
 
 
 def dump_expected(family, versions, entries):
-    doc = {
+    """A short YAML header, then one entry per line in JSON flow style (valid YAML): fast to read
+    on both sides, and a diff shows exactly which expectations changed."""
+    head = {
         "format": EXPECTED_FORMAT,
         "family": family,
         "versions": Flow(versions),
         "settings": Flow(frameworks.SETTINGS),
-        "expected": entries,
     }
-    return yaml.dump(doc, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1 << 30,
+    text = yaml.dump(head, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1 << 30,
                      default_flow_style=False)
+    lines = [f"  {json.dumps(name)}: {json.dumps(e, allow_nan=False, ensure_ascii=False)}"
+             for name, e in entries.items()]
+    return text + "expected:\n" + "".join(line + "\n" for line in lines)
 
 
 def write_if_changed(path, text):
