@@ -1,6 +1,489 @@
-//! Reference kernels for the margin losses of `torch.nn.functional`: `margin_ranking_loss`, `hinge_embedding_loss`, `soft_margin_loss`, `multilabel_margin_loss`, `multi_margin_loss`.
+//! Reference kernels for the margin losses of `torch.nn.functional`: `margin_ranking_loss`,
+//! `hinge_embedding_loss`, `soft_margin_loss`, `multilabel_margin_loss`, `multi_margin_loss`.
+//!
+//! The first three are chains of ATen tensor ops, modelled op by op on [`Arr`]: C++'s
+//! `scalar - tensor` is `empty_like(tensor).fill_(scalar).sub_(tensor)`, so the scalar is first
+//! cast to the tensor's dtype (a margin of 1.5 is 1 for an int64 input), while `tensor + scalar`
+//! is a wrapped-number add (an int64 tensor plus a float margin is float32). The last two are
+//! dedicated CPU kernels: float32/float64 only, a term is added only when it is `> 0` (so NaN
+//! contributes nothing), per-sample sums in the input dtype and batch sums in double.
 
-use crate::reference::Kernel;
+use super::reduction::{self, Reduction};
+use super::{broadcast_shapes, result_type, round_to, torch_dtype_name, zip, zip_inplace, Arr};
+use crate::backend::{CallError, Value};
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
+use ndarray::{ArrayD, IxDyn};
 
 /// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];
+pub const KERNELS: &[(&str, Kernel)] = &[
+    (
+        "torch.nn.functional.hinge_embedding_loss",
+        hinge_embedding_loss,
+    ),
+    (
+        "torch.nn.functional.margin_ranking_loss",
+        margin_ranking_loss,
+    ),
+    ("torch.nn.functional.multi_margin_loss", multi_margin_loss),
+    (
+        "torch.nn.functional.multilabel_margin_loss",
+        multilabel_margin_loss,
+    ),
+    ("torch.nn.functional.soft_margin_loss", soft_margin_loss),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Tensor ops shared with the cosine and triplet kernels.
+
+/// `-x`: bool is rejected, integers wrap.
+pub(crate) fn neg(x: &Arr) -> Result<Arr, CallError> {
+    if x.dt == DType::Bool {
+        return Err(CallError::dtype(
+            "Negation, the `-` operator, on a bool tensor is not supported.",
+        ));
+    }
+    Ok(x.map(x.dt, |v| -v))
+}
+
+/// Wraps an exact integer result into an integer dtype.
+fn wrap_int(dt: DType, v: i64) -> f64 {
+    match dt {
+        DType::Int32 => v as i32 as f64,
+        DType::Uint8 => v as u8 as f64,
+        DType::Bool => (v != 0) as i64 as f64,
+        _ => v as f64,
+    }
+}
+
+/// `a - b` with broadcasting and promotion; bool operands are rejected, integers wrap.
+pub(crate) fn sub(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
+    if a.dt == DType::Bool || b.dt == DType::Bool {
+        return Err(CallError::dtype(
+            "Subtraction, the `-` operator, with two bool tensors is not supported.",
+        ));
+    }
+    let dt = result_type(&[(a.dt, a.is_0d()), (b.dt, b.is_0d())]);
+    if dt.is_float() {
+        zip(a, b, |_| Ok(()), |x, y| x - y)
+    } else {
+        zip(
+            a,
+            b,
+            |_| Ok(()),
+            move |x, y| wrap_int(dt, (x as i64).wrapping_sub(y as i64)),
+        )
+    }
+}
+
+/// `a * b` with broadcasting and promotion; integers wrap.
+pub(crate) fn mul(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
+    let dt = result_type(&[(a.dt, a.is_0d()), (b.dt, b.is_0d())]);
+    if dt.is_float() {
+        zip(a, b, |_| Ok(()), |x, y| x * y)
+    } else {
+        zip(
+            a,
+            b,
+            |_| Ok(()),
+            move |x, y| wrap_int(dt, (x as i64).wrapping_mul(y as i64)),
+        )
+    }
+}
+
+/// `a + b` with broadcasting and promotion; integers wrap.
+pub(crate) fn add(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
+    let dt = result_type(&[(a.dt, a.is_0d()), (b.dt, b.is_0d())]);
+    if dt.is_float() {
+        zip(a, b, |_| Ok(()), |x, y| x + y)
+    } else if dt == DType::Bool {
+        zip(
+            a,
+            b,
+            |_| Ok(()),
+            |x, y| ((x != 0.0) || (y != 0.0)) as u8 as f64,
+        )
+    } else {
+        zip(
+            a,
+            b,
+            |_| Ok(()),
+            move |x, y| wrap_int(dt, (x as i64).wrapping_add(y as i64)),
+        )
+    }
+}
+
+/// `tensor + s` for a Python float `s` (a wrapped number): a float tensor keeps its dtype (the
+/// addend is first rounded to it, measured for float16/bfloat16), an integer or bool tensor
+/// gives the default dtype float32.
+pub(crate) fn add_scalar(x: &Arr, s: f64) -> Arr {
+    let dt = if x.dt.is_float() {
+        x.dt
+    } else {
+        DType::Float32
+    };
+    let s = round_to(dt, s);
+    Arr {
+        dt,
+        a: x.a.mapv(|v| round_to(dt, round_to(dt, v) + s)),
+    }
+}
+
+/// C++'s `s - tensor`: `empty_like(tensor).fill_(s).sub_(tensor)`, so `s` is cast to the
+/// tensor's dtype (truncated for integers) and the result keeps that dtype.
+pub(crate) fn rsub_scalar(s: f64, x: &Arr) -> Result<Arr, CallError> {
+    if x.dt == DType::Bool {
+        return Err(CallError::dtype(
+            "Subtraction, the `-` operator, with two bool tensors is not supported.",
+        ));
+    }
+    if !x.dt.is_float() && !s.is_finite() {
+        return Err(CallError::argument(format!(
+            "value cannot be converted to type {} without overflow",
+            torch_dtype_name(x.dt)
+        )));
+    }
+    let filled = Arr {
+        dt: x.dt,
+        a: ArrayD::from_elem(IxDyn(x.shape()), round_to(x.dt, s)),
+    };
+    sub(&filled, x)
+}
+
+/// `x.clamp_min(0)`: NaN propagates, the dtype is kept.
+pub(crate) fn clamp_min0(x: &Arr) -> Arr {
+    x.map(x.dt, |v| if v.is_nan() { v } else { v.max(0.0) })
+}
+
+/// `torch.where(pred(cond), a, b)` with three-way broadcasting; the result has the promoted
+/// dtype of `a` and `b`.
+pub(crate) fn where_(
+    cond: &Arr,
+    pred: impl Fn(f64) -> bool,
+    a: &Arr,
+    b: &Arr,
+) -> Result<Arr, CallError> {
+    let shape = broadcast_shapes(cond.shape(), a.shape())?;
+    let shape = broadcast_shapes(&shape, b.shape())?;
+    let dt = result_type(&[(a.dt, a.is_0d()), (b.dt, b.is_0d())]);
+    let c = cond.expand(&shape)?;
+    let a = a.expand(&shape)?;
+    let b = b.expand(&shape)?;
+    let mut out = ArrayD::zeros(IxDyn(&shape));
+    ndarray::Zip::from(&mut out)
+        .and(&c.a)
+        .and(&a.a)
+        .and(&b.a)
+        .for_each(|o, &c, &x, &y| *o = round_to(dt, if pred(c) { x } else { y }));
+    Ok(Arr { dt, a: out })
+}
+
+/// `zeros_like(x)`.
+pub(crate) fn zeros_like(x: &Arr) -> Arr {
+    Arr {
+        dt: x.dt,
+        a: ArrayD::zeros(IxDyn(x.shape())),
+    }
+}
+
+/// The `reduction` of an API with the legacy `size_average` / `reduce` pair.
+fn legacy_reduction(args: &Args) -> Result<Reduction, CallError> {
+    reduction::read(args, true)?.get_enum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise margin losses.
+
+pub fn margin_ranking_loss(args: &Args) -> Result<Tensor, CallError> {
+    let input1 = Arr::of(args.tensor("input1")?);
+    let input2 = Arr::of(args.tensor("input2")?);
+    let target = Arr::of(args.tensor("target")?);
+    let margin = super::float_arg(args, "margin", 0.0)?;
+    let red = legacy_reduction(args)?;
+    let (d1, d2, dt) = (input1.a.ndim(), input2.a.ndim(), target.a.ndim());
+    if d1 != d2 || d1 != dt {
+        return Err(CallError::shape(format!(
+            "margin_ranking_loss : All input tensors should have same dimension but got sizes: input1: {:?}, input2: {:?}, target: {:?}",
+            input1.shape(),
+            input2.shape(),
+            target.shape()
+        )));
+    }
+    // (-target * (input1 - input2) + margin).clamp_min_(0)
+    let neg_target = neg(&target)?;
+    let diff = sub(&input1, &input2)?;
+    let prod = mul(&neg_target, &diff)?;
+    let loss = clamp_min0(&add_scalar(&prod, margin));
+    Ok(reduction::apply(loss, red)?.tensor())
+}
+
+pub fn hinge_embedding_loss(args: &Args) -> Result<Tensor, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let margin = super::float_arg(args, "margin", 1.0)?;
+    let red = legacy_reduction(args)?;
+    // where(target != 1, (margin - self).clamp_min_(0), 0) + where(target != -1, self, 0)
+    let zeros = zeros_like(&input);
+    let margin_clamp = clamp_min0(&rsub_scalar(margin, &input)?);
+    let output_margin = where_(&target, |t| t != 1.0, &margin_clamp, &zeros)?;
+    let output_self = where_(&target, |t| t != -1.0, &input, &zeros)?;
+    let loss = add(&output_margin, &output_self)?;
+    Ok(reduction::apply(loss, red)?.tensor())
+}
+
+pub fn soft_margin_loss(args: &Args) -> Result<Tensor, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let red = legacy_reduction(args)?;
+    // at::neg_out(output, input).mul_(target).exp_().log1p_(): in place, in the input's dtype.
+    let out = neg(&input)?;
+    let out = zip_inplace(&out, &target, |a, b| a * b)?;
+    if !out.dt.is_float() {
+        return Err(CallError::dtype(format!(
+            "result type Float can't be cast to the desired output type {}",
+            torch_dtype_name(out.dt)
+        )));
+    }
+    let out = out.map(out.dt, f64::exp);
+    let out = out.map(out.dt, f64::ln_1p);
+    Ok(reduction::apply(out, red)?.tensor())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The class-index kernels.
+
+/// `(nframe, dim)` of a `multi*_margin_loss` input: `()`, `(C)` or `(N, C)` with `C > 0`.
+fn frames(input: &Arr) -> Result<(usize, usize), CallError> {
+    let s = input.shape();
+    match s.len() {
+        0 => Ok((1, 1)),
+        1 if s[0] != 0 => Ok((1, s[0])),
+        2 if s[1] != 0 => Ok((s[0], s[1])),
+        _ => Err(CallError::shape(format!(
+            "Expected non-empty vector or matrix with optional 0-dim batch size, but got: {s:?}"
+        ))),
+    }
+}
+
+/// The CPU kernels dispatch on float32 and float64 only.
+fn kernel_float(op: &str, dt: DType) -> Result<(), CallError> {
+    if matches!(dt, DType::Float32 | DType::Float64) {
+        Ok(())
+    } else {
+        Err(CallError::dtype(format!(
+            "\"{op}\" not implemented for '{}'",
+            torch_dtype_name(dt)
+        )))
+    }
+}
+
+fn expect_dtype(t: DType, want: DType) -> Result<(), CallError> {
+    if t == want {
+        Ok(())
+    } else {
+        Err(CallError::dtype(format!(
+            "expected scalar type {} but found {}",
+            torch_dtype_name(want),
+            torch_dtype_name(t)
+        )))
+    }
+}
+
+/// The loss tensor of a kernel whose batch is empty: `(0,)` for reduction none. Mean and sum
+/// return uninitialised memory in PyTorch; NaN and 0 stand in for it.
+fn empty_result(dt: DType, shape: Vec<usize>, red: Reduction) -> Tensor {
+    let data = match red {
+        Reduction::None => vec![0.0; shape.iter().product()],
+        Reduction::Mean => vec![f64::NAN],
+        Reduction::Sum => vec![0.0],
+    };
+    Tensor::from_f64(dt, shape, data).expect("loss shape")
+}
+
+pub fn multilabel_margin_loss(args: &Args) -> Result<Tensor, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target_t = args.tensor("target")?;
+    let target = Arr::of(target_t);
+    let red = legacy_reduction(args)?;
+    let (nframe, dim) = frames(&input)?;
+    let tshape = target.shape();
+    let target_ok = if input.a.ndim() <= 1 {
+        tshape.len() <= 1 && target.a.len() == dim
+    } else {
+        tshape == [nframe, dim]
+    };
+    if !target_ok {
+        return Err(CallError::shape(format!(
+            "inconsistent target size: {tshape:?} for input of size: {:?}",
+            input.shape()
+        )));
+    }
+    let out_shape = if red != Reduction::None || tshape.len() <= 1 {
+        vec![]
+    } else {
+        vec![nframe]
+    };
+    if input.a.is_empty() {
+        return Ok(empty_result(input.dt, out_shape, red));
+    }
+    // target.min() >= -1 and target.max() < dim, read as int64 whatever the dtype.
+    let labels: Vec<f64> = target.a.iter().map(|&v| v.trunc()).collect();
+    let lo = labels.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = labels.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !(lo >= -1.0) || !(hi < dim as f64) {
+        return Err(CallError::value("argument #2 'target' is out of range"));
+    }
+    kernel_float("multilabel_margin_loss_forward_out_frame", input.dt)?;
+    expect_dtype(target_t.dtype(), DType::Int64)?;
+    let dt = input.dt;
+    let r = |v: f64| round_to(dt, v);
+    let x: Vec<f64> = input.a.iter().copied().collect();
+    let per_frame: Vec<f64> = (0..nframe)
+        .map(|n| {
+            let row = &x[n * dim..(n + 1) * dim];
+            let ys = &labels[n * dim..(n + 1) * dim];
+            let listed: Vec<usize> = ys
+                .iter()
+                .take_while(|&&y| y >= 0.0)
+                .map(|&y| y as usize)
+                .collect();
+            let mut is_target = vec![false; dim];
+            for &j in &listed {
+                is_target[j] = true;
+            }
+            // Accumulated in double (acc_type), returned in the input's dtype.
+            let mut sum = 0.0f64;
+            for &j in &listed {
+                let one_minus = r(1.0 - row[j]);
+                for (i, &xi) in row.iter().enumerate() {
+                    if !is_target[i] {
+                        let z = r(one_minus + xi);
+                        if z > 0.0 {
+                            sum += z;
+                        }
+                    }
+                }
+            }
+            r(sum)
+        })
+        .collect();
+    let out = if out_shape.is_empty() {
+        let mut sum: f64 = per_frame.iter().sum();
+        sum /= dim as f64;
+        if red == Reduction::Mean {
+            sum /= nframe as f64;
+        }
+        Arr::scalar(dt, sum)
+    } else {
+        let a = per_frame.iter().map(|&s| r(s / dim as f64)).collect();
+        Arr {
+            dt,
+            a: ArrayD::from_shape_vec(IxDyn(&out_shape), a).expect("loss shape"),
+        }
+    };
+    Ok(out.tensor())
+}
+
+/// `p` of `multi_margin_loss`: Python tests `p != 1 and p != 2`, so 1.0, 2.0 and True pass.
+fn multi_margin_p(args: &Args) -> Result<u8, CallError> {
+    let p = match args.get("p") {
+        None => Some(1.0),
+        Some(Value::Bool(b)) => Some(*b as u8 as f64),
+        Some(Value::Int(i)) => Some(*i as f64),
+        Some(Value::Float(x)) => Some(*x),
+        Some(_) => None,
+    };
+    match p {
+        Some(v) if v == 1.0 => Ok(1),
+        Some(v) if v == 2.0 => Ok(2),
+        _ => Err(CallError::argument("only p == 1 and p == 2 supported")),
+    }
+}
+
+pub fn multi_margin_loss(args: &Args) -> Result<Tensor, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target_t = args.tensor("target")?;
+    let target = Arr::of(target_t);
+    let margin = super::float_arg(args, "margin", 1.0)?;
+    let weight = args.opt_tensor("weight")?.map(Arr::of);
+    let red = legacy_reduction(args)?;
+    let p = multi_margin_p(args)?;
+    if let Some(w) = &weight {
+        if w.a.ndim() != 1 {
+            return Err(CallError::shape("weight must be one-dimensional"));
+        }
+    }
+    let (nframe, dim) = frames(&input)?;
+    if target.a.ndim() > 1 || target.a.len() != nframe {
+        return Err(CallError::shape(format!(
+            "multi_margin_loss: target tensor should be 1-D with size equal to the number of input samples (batch size). Expected target size [{nframe}], but got {:?}. Input has shape {:?}.",
+            target.shape(),
+            input.shape()
+        )));
+    }
+    if let Some(w) = &weight {
+        if w.a.len() != dim {
+            return Err(CallError::shape(format!(
+                "inconsistent weight size, expected {dim} but got {:?}",
+                w.shape()
+            )));
+        }
+    }
+    let out_shape = if red == Reduction::None && target.a.ndim() > 0 {
+        vec![nframe]
+    } else {
+        vec![]
+    };
+    if input.a.is_empty() {
+        return Ok(empty_result(input.dt, out_shape, red));
+    }
+    kernel_float("multi_margin_loss_cpu_kernel", input.dt)?;
+    expect_dtype(target_t.dtype(), DType::Int64)?;
+    if let Some(w) = &weight {
+        expect_dtype(w.dt, input.dt)?;
+    }
+    let dt = input.dt;
+    let r = |v: f64| round_to(dt, v);
+    let margin = r(margin);
+    let x: Vec<f64> = input.a.iter().copied().collect();
+    let w: Option<Vec<f64>> = weight.map(|w| w.a.iter().copied().collect());
+    let labels: Vec<f64> = target.a.iter().copied().collect();
+    let mut per_frame = Vec::with_capacity(nframe);
+    for (n, &y) in labels.iter().enumerate() {
+        if !(y >= 0.0 && y < dim as f64) {
+            return Err(CallError::value("target out of range"));
+        }
+        let idx = y as usize;
+        let row = &x[n * dim..(n + 1) * dim];
+        let margin_minus = r(margin - row[idx]);
+        let mut sum = 0.0;
+        for (d, &xd) in row.iter().enumerate() {
+            if d == idx {
+                continue;
+            }
+            let z = r(margin_minus + xd);
+            if z > 0.0 {
+                let mut h = if p == 1 { z } else { r(z * z) };
+                if let Some(w) = &w {
+                    h = r(h * w[idx]);
+                }
+                sum = r(sum + h);
+            }
+        }
+        per_frame.push(r(sum / dim as f64));
+    }
+    let out = if out_shape.is_empty() {
+        // Accumulated in double, divided by N in double, stored in the input's dtype.
+        let mut sum: f64 = per_frame.iter().sum();
+        if red == Reduction::Mean {
+            sum /= nframe as f64;
+        }
+        Arr::scalar(dt, sum)
+    } else {
+        Arr {
+            dt,
+            a: ArrayD::from_shape_vec(IxDyn(&out_shape), per_frame).expect("loss shape"),
+        }
+    };
+    Ok(out.tensor())
+}
