@@ -208,19 +208,27 @@ class Values(unittest.TestCase):
 
 
 class ExpectedFile(unittest.TestCase):
-    def test_yaml_round_trips_exact_values_and_quotes_special_strings(self):
+    def test_round_trips_exact_values_one_json_entry_per_line(self):
         value = {"dtype": "float64", "shape": [5], "data": [0.1, 1e-05, 1e20, -0.0, "nan"]}
         error = {"kind": "value", "type": "ValueError", "message": "bad: {'x'} \"q\" inf"}
         entries = {"f/a": {"digest": "0123456789abcdef", "framework": "torch", "value": reference.Flow(value)},
                    "f/b": {"digest": "1234567890123456", "framework": "tensorflow", "error": reference.Flow(error)}}
         text = reference.dump_expected("f", {"python": "3.11.7", "numpy": "2.4.6"}, entries)
-        self.assertIn('data: [0.1, 1.0e-05, 1.0e+20, -0.0, "nan"]', text)
-        back = yaml.safe_load(text)
+        body = text.split("expected:\n", 1)[1].splitlines()
+        self.assertEqual(len(body), 2, "one line per entry")
+        self.assertIn('"data": [0.1, 1e-05, 1e+20, -0.0, "nan"]', body[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "f.expected.yaml"
+            path.write_text(text)
+            back = reference.load_yaml(path)
+        self.assertEqual(back["family"], "f")
         self.assertEqual(back["expected"]["f/a"]["value"]["data"][:4], [0.1, 1e-05, 1e20, -0.0])
         self.assertEqual(back["expected"]["f/a"]["value"]["data"][4], "nan")
         self.assertEqual(back["expected"]["f/b"]["error"], error)
         self.assertEqual(back["expected"]["f/b"]["digest"], "1234567890123456")
         self.assertEqual(list(back["expected"]), ["f/a", "f/b"], "entries keep case order")
+        # still a YAML document (other readers may use a YAML parser), with the same error entry
+        self.assertEqual(yaml.safe_load(text)["expected"]["f/b"]["error"], error)
         self.assertEqual(text, reference.dump_expected("f", {"python": "3.11.7", "numpy": "2.4.6"}, entries))
 
     def test_reuses_unchanged_entries_and_drops_vanished_ones(self):
