@@ -330,7 +330,8 @@ pub fn multilabel_margin_loss(args: &Args) -> Result<Tensor, CallError> {
     let labels: Vec<f64> = target.a.iter().map(|&v| v.trunc()).collect();
     let lo = labels.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = labels.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !(lo >= -1.0) || !(hi < dim as f64) {
+    let in_range = lo >= -1.0 && hi < dim as f64;
+    if !in_range {
         return Err(CallError::value("argument #2 'target' is out of range"));
     }
     kernel_float("multilabel_margin_loss_forward_out_frame", input.dt)?;
@@ -394,8 +395,8 @@ fn multi_margin_p(args: &Args) -> Result<u8, CallError> {
         Some(_) => None,
     };
     match p {
-        Some(v) if v == 1.0 => Ok(1),
-        Some(v) if v == 2.0 => Ok(2),
+        Some(1.0) => Ok(1),
+        Some(2.0) => Ok(2),
         _ => Err(CallError::argument("only p == 1 and p == 2 supported")),
     }
 }
