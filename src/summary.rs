@@ -45,6 +45,15 @@ impl Tally {
     }
 }
 
+/// Whether a suite problem (`lossconf/stale/<family>`, ...) concerns a filtered run: its name
+/// matches a filter, or a filter names its family.
+fn concerns(problem: &str, filter: &[String]) -> bool {
+    let family = problem.rsplit('/').next().unwrap_or(problem);
+    filter
+        .iter()
+        .any(|f| problem.contains(f.as_str()) || f.split('/').next() == Some(family))
+}
+
 /// Runs the selected checks on all cores; results keep plan order.
 pub fn run(backend: &dyn Backend, plan: &Plan, filter: &[String]) -> RunResult {
     let started = Instant::now();
@@ -84,7 +93,12 @@ pub fn run(backend: &dyn Backend, plan: &Plan, filter: &[String]) -> RunResult {
     RunResult {
         backend: backend.name().to_string(),
         entries,
-        problems: plan.problems.clone(),
+        problems: plan
+            .problems
+            .iter()
+            .filter(|p| filter.is_empty() || concerns(&p.name, filter))
+            .cloned()
+            .collect(),
         seconds: started.elapsed().as_secs_f64(),
     }
 }
@@ -111,17 +125,19 @@ impl RunResult {
         self.total().failed > 0 || self.entries.is_empty()
     }
 
+    /// Failed trials first (what a filtered run is about), then problems of the suite itself.
     fn failures(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .problems
-            .iter()
-            .map(|p| (p.name.clone(), p.message.clone()))
-            .collect();
+        let mut out: Vec<(String, String)> = Vec::new();
         for e in &self.entries {
             if let Status::Failed(msg) = &e.status {
                 out.push((e.name.clone(), msg.clone()));
             }
         }
+        out.extend(
+            self.problems
+                .iter()
+                .map(|p| (p.name.clone(), p.message.clone())),
+        );
         out
     }
 
