@@ -1,6 +1,76 @@
-//! Reference kernels for `tf.keras.losses.CTC`.
+//! `tf.keras.losses.CTC` (Keras 3.15.1, TensorFlow backend).
+//!
+//! `keras.losses.ctc` derives the lengths itself: every sequence uses all `T` frames of the
+//! batch-major `(N, T, C)` logits, and the label length is the number of non-zero entries of
+//! `y_true`, whose first `label_length` entries are read as the labels. Class 0 is both the
+//! padding and the blank (`blank_index=0`), so a 0 inside a label row shortens the sequence and
+//! turns a real label into the blank. The backend casts `y_true` to int32 and the logits to
+//! float32 (float64 is computed in float32 and cast back; float16 and bfloat16 compute and return
+//! float32, which the loss then casts to its dtype) and calls `tf.nn.ctc_loss`, so an impossible
+//! alignment gives TensorFlow's large finite value. The per-sequence losses then go through the
+//! usual Keras reduction with sample weights.
 
-use crate::reference::Kernel;
+use super::reduction::{only_known, reduce_weighted, squeeze_or_expand, Common};
+use crate::backend::CallError;
+use crate::reference::tf_nn::ctc::ctc_loss_dense;
+use crate::reference::tf_nn::nd::Nd;
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
 
 /// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];
+pub const KERNELS: &[(&str, Kernel)] = &[("tf.keras.losses.CTC", ctc)];
+
+fn ctc(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let y_true = Nd::cast(a.tensor("y_true")?, c.dtype);
+    let y_pred = Nd::cast(a.tensor("y_pred")?, c.dtype);
+    let sample_weight = a.opt_tensor("sample_weight")?.map(|t| Nd::cast(t, c.dtype));
+    let (y_true, y_pred) = squeeze_or_expand(y_true, y_pred, true);
+    if y_true.rank() != 2 {
+        return Err(CallError::shape(format!(
+            "Targets `y_true` are expected to be a tensor of shape `(batch_size, max_length)` in integer format. Received: y_true.shape={:?}",
+            y_true.shape
+        )));
+    }
+    if y_pred.rank() != 3 {
+        return Err(CallError::shape(format!(
+            "Logits `y_pred` are expected to be a tensor of shape `(batch_size, max_length, num_classes)`. Received: y_pred.shape={:?}",
+            y_pred.shape
+        )));
+    }
+    let (n, t) = (y_pred.shape[0], y_pred.shape[1]);
+    let s = y_true.shape[1];
+    // label_length = sum(y_true != 0) on the loss-dtype values; the labels are their int32 casts.
+    let label_length: Vec<f64> = y_true
+        .data
+        .chunks(s.max(1))
+        .take(y_true.shape[0])
+        .map(|row| row.iter().filter(|&&v| v != 0.0).count() as f64)
+        .collect();
+    let labels: Vec<f64> = y_true.data.iter().map(|&v| cast_to_int32(v)).collect();
+    let labels = Tensor::from_f64(DType::Int32, y_true.shape.clone(), labels)
+        .map_err(|e| CallError::value(e.0))?;
+    // The logits in float32 (every loss dtype computes CTC in float32).
+    let logits = y_pred
+        .map(|v| DType::Float32.round(v))
+        .to_tensor(DType::Float32);
+    let label_len = (vec![y_true.shape[0]], DType::Int32, label_length);
+    let logit_len = (vec![n], DType::Int32, vec![t as f64; n]);
+    let loss = ctc_loss_dense(&labels, &logits, label_len, logit_len, false, 0)?;
+    // Cast to float32 / float64 by the backend, then to the loss dtype by the loss.
+    let values = Nd::new(
+        vec![n],
+        loss.into_iter().map(|v| c.dtype.round(v)).collect(),
+    );
+    Ok(reduce_weighted(values, sample_weight, None, c)?.to_tensor(c.dtype))
+}
+
+/// `tf.cast(float, int32)`: truncation; NaN and out-of-range values become `i32::MIN`.
+fn cast_to_int32(x: f64) -> f64 {
+    if x.is_finite() && x > i32::MIN as f64 - 1.0 && x < i32::MAX as f64 + 1.0 {
+        x.trunc()
+    } else {
+        i32::MIN as f64
+    }
+}

@@ -1,6 +1,441 @@
-//! Reference kernels for `tf.nn.ctc_loss`.
+//! `tf.nn.ctc_loss` (TensorFlow 2.21, dense labels), and the CTC forward (alpha) recursion in
+//! log space that the PyTorch kernel shares.
+//!
+//! TensorFlow's dense path (`ctc_ops.ctc_loss_dense`) is plain Python over tensor ops: it applies
+//! `log_softmax` to the logits, builds a state graph over the *padded* label row (a start state,
+//! `S` label states and `S + 1` blank states, `S` = the padded width), and runs the backward
+//! recursion in float32, normalising the state vector at every frame and adding the log of each
+//! normaliser to a running sum. The final-state vector it starts from is not `log(0) = -inf` off
+//! the final states but `log_0 = float32(log(1e-307)) = -706.89362`: an impossible alignment
+//! therefore has a likelihood of about `exp(-706.9)` times the probability of the best partial
+//! path, and its loss is a large finite number (708.11 for two uniform frames and labels [1, 1])
+//! instead of inf. The same floor gives a label_length above the padded width or below 0 a large
+//! finite loss. Frames at or beyond `logit_length` reset the state vector to the final-state
+//! vector, so a `logit_length` above `T` acts as `T`. Labels outside `[0, C)` select nothing
+//! (`one_hot` gives a zero row), which makes their log-probability 0.
+//!
+//! The kernel here follows that computation op by op in float32.
 
-use crate::reference::Kernel;
+use super::nd::Fp;
+use super::read_name;
+use crate::backend::{CallError, Value};
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
 
 /// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];
+pub const KERNELS: &[(&str, Kernel)] = &[("tf.nn.ctc_loss", ctc_loss)];
+
+/// `log(exp(a) + exp(b) + exp(c))` in working precision `p` with PyTorch's CPU order of
+/// operations: shift by the largest term (0 if all are `-inf`), add the three exponentials left
+/// to right, take the log, add the shift back.
+pub(crate) fn log_add_exp3(p: Fp, a: f64, b: f64, c: f64) -> f64 {
+    // `if (x > max) max = x`: a NaN never becomes the maximum but poisons the sum below.
+    let mut m = a;
+    if b > m {
+        m = b;
+    }
+    if c > m {
+        m = c;
+    }
+    if m == f64::NEG_INFINITY {
+        m = 0.0;
+    }
+    let e = |x: f64| p.exp(p.r(x - m));
+    let s = p.r(p.r(e(a) + e(b)) + e(c));
+    p.r(p.ln(s) + m)
+}
+
+/// The CTC forward (alpha) recursion in log space (Graves et al. 2006, eq. 6-7).
+///
+/// `ext` is the extended label sequence `l'` (blank, l1, blank, l2, ..., blank), `frames >= 1`
+/// the number of frames used and `emit(t, s)` the log-probability of `ext[s]` at frame `t`.
+/// `alpha_0 = [emit(0, 0), emit(0, 1), -inf, ...]`; then
+/// `alpha_t(s) = lse(alpha_{t-1}(s), alpha_{t-1}(s-1), alpha_{t-1}(s-2)) + emit(t, s)`, the third
+/// term only when `ext[s-2] != ext[s]` (a label may skip the blank before it unless it repeats
+/// the previous label). Every operation is rounded to `p`. Returns `alpha` at the last frame.
+pub(crate) fn ctc_alpha(
+    p: Fp,
+    frames: usize,
+    ext: &[i64],
+    emit: impl Fn(usize, usize) -> f64,
+) -> Vec<f64> {
+    let n = ext.len();
+    let mut alpha = vec![f64::NEG_INFINITY; n];
+    if n == 0 || frames == 0 {
+        return alpha;
+    }
+    alpha[0] = emit(0, 0);
+    if n > 1 {
+        alpha[1] = emit(0, 1);
+    }
+    let mut next = alpha.clone();
+    for t in 1..frames {
+        for s in 0..n {
+            let a1 = alpha[s];
+            let a2 = if s > 0 {
+                alpha[s - 1]
+            } else {
+                f64::NEG_INFINITY
+            };
+            let a3 = if s > 1 && ext[s - 2] != ext[s] {
+                alpha[s - 2]
+            } else {
+                f64::NEG_INFINITY
+            };
+            next[s] = p.r(log_add_exp3(p, a1, a2, a3) + emit(t, s));
+        }
+        std::mem::swap(&mut alpha, &mut next);
+    }
+    alpha
+}
+
+/// The extended label sequence `l'`: a blank before, between and after the labels.
+pub(crate) fn extended(labels: &[i64], blank: i64) -> Vec<i64> {
+    let mut ext = Vec::with_capacity(2 * labels.len() + 1);
+    ext.push(blank);
+    for &l in labels {
+        ext.push(l);
+        ext.push(blank);
+    }
+    ext
+}
+
+/// `reduce_logsumexp` over a slice as TensorFlow writes it: the maximum (0 when not finite) is
+/// subtracted, the exponentials summed, the log taken and the maximum added back.
+fn tf_lse(p: Fp, v: &[f64]) -> f64 {
+    let raw_max = if v.iter().any(|x| x.is_nan()) {
+        f64::NAN
+    } else {
+        v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    };
+    let m = if raw_max.is_finite() { raw_max } else { 0.0 };
+    let e: Vec<f64> = v.iter().map(|&x| p.exp(p.r(x - m))).collect();
+    p.r(p.ln(p.sum(&e)) + m)
+}
+
+/// `log_softmax` of one row in float32: `x - max - log(sum(exp(x - max)))`.
+fn log_softmax(p: Fp, x: &[f64]) -> Vec<f64> {
+    let m = if x.iter().any(|v| v.is_nan()) {
+        f64::NAN
+    } else {
+        x.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    };
+    let shifted: Vec<f64> = x.iter().map(|&v| p.r(v - m)).collect();
+    let e: Vec<f64> = shifted.iter().map(|&s| p.exp(s)).collect();
+    let lse = p.ln(p.sum(&e));
+    shifted.iter().map(|&s| p.r(s - lse)).collect()
+}
+
+/// `float32(log(float64(0) + 1e-307))`: TensorFlow's stand-in for `log(0)` in the initial and
+/// final state vectors.
+pub(crate) fn log_0() -> f64 {
+    DType::Float32.round(1e-307f64.ln())
+}
+
+/// One sequence of `ctc_loss_and_grad`'s loss: `lp[t]` are the float32 log-softmax rows of the
+/// frames (all `T` of them, classes already rotated so the blank is class 0), `labels` the padded
+/// row (already shifted for the blank), `label_length` and `logit_length` as given.
+pub(crate) fn tf_sequence_loss(
+    lp: &[Vec<f64>],
+    labels: &[i64],
+    label_length: i64,
+    logit_length: i64,
+) -> f64 {
+    let p = Fp(DType::Float32);
+    let s_max = labels.len();
+    let nls = s_max + 1; // label states, state 0 being the start
+    let ns = 2 * nls;
+    let log0 = log_0();
+    // Final-state log-probabilities: 0 at label state L and blank state L, log_0 elsewhere
+    // (everywhere when L is outside [0, S]).
+    let fin: Vec<f64> = (0..ns)
+        .map(|i| {
+            let k = (i % nls) as i64;
+            if k == label_length {
+                0.0
+            } else {
+                log0
+            }
+        })
+        .collect();
+    // Transitions i -> j (log 0 or -inf): self-loops, start -> label 1, label k -> blank k,
+    // blank k -> label k + 1, label k -> label k + 1 (k >= 1) unless the labels repeat.
+    let mut trans = vec![vec![f64::NEG_INFINITY; ns]; ns];
+    for (i, row) in trans.iter_mut().enumerate() {
+        row[i] = 0.0;
+    }
+    if s_max >= 1 {
+        trans[0][1] = 0.0;
+    }
+    for k in 0..nls {
+        trans[k][nls + k] = 0.0;
+        if k + 1 < nls {
+            trans[nls + k][k + 1] = 0.0;
+        }
+        if k >= 1 && k + 1 < nls && labels[k - 1] != labels[k] {
+            trans[k][k + 1] = 0.0;
+        }
+    }
+    let c = lp.first().map_or(0, |r| r.len());
+    let mut state = fin.clone();
+    let mut cum = 0.0f64;
+    for t in (0..lp.len()).rev() {
+        let row = &lp[t];
+        // Observed state log-probabilities: -inf for the start state, sum(lp * one_hot(label))
+        // for label states (0 for a label outside [0, C), NaN if any lp is infinite), lp[0] for
+        // blank states.
+        let obs = |j: usize| -> f64 {
+            if j == 0 {
+                f64::NEG_INFINITY
+            } else if j < nls {
+                let l = labels[j - 1];
+                let terms: Vec<f64> = (0..c)
+                    .map(|k| p.r(row[k] * if k as i64 == l { 1.0 } else { 0.0 }))
+                    .collect();
+                p.sum(&terms)
+            } else {
+                row[0]
+            }
+        };
+        let s: Vec<f64> = (0..ns).map(|j| p.r(state[j] + obs(j))).collect();
+        let mut s2: Vec<f64> = (0..ns)
+            .map(|i| {
+                let v: Vec<f64> = (0..ns).map(|j| p.r(s[j] + trans[i][j])).collect();
+                tf_lse(p, &v)
+            })
+            .collect();
+        let norm = tf_lse(p, &s2);
+        for x in s2.iter_mut() {
+            *x = p.r(*x - norm);
+        }
+        let mask = if (t as i64) < logit_length { 1.0 } else { 0.0 };
+        cum = p.r(cum + p.r(norm * mask));
+        state = s2
+            .iter()
+            .zip(&fin)
+            .map(|(&x, &f)| p.r(p.r(x * mask) + p.r(f * (1.0 - mask))))
+            .collect();
+    }
+    -p.r(state[0] + cum)
+}
+
+/// The `unique` argument: only its default can cross the wire.
+fn read_unique(a: &Args) -> Result<(), CallError> {
+    match a.get("unique") {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) => Err(CallError::argument(format!(
+            "tf.nn.ctc_loss: 'unique' must be the (unique_y, unique_idx) tuple of tf.nn.ctc_unique_labels, which the reference cannot take; got {}",
+            v.describe()
+        ))),
+    }
+}
+
+/// A length argument: a tensor or a list of integers (`convert_to_tensor` makes it int32).
+fn read_lengths(a: &Args, name: &'static str) -> Result<(Vec<usize>, DType, Vec<f64>), CallError> {
+    match a.get(name) {
+        Some(Value::Tensor(t)) => Ok((t.shape().to_vec(), t.dtype(), t.to_f64_vec())),
+        Some(Value::IntList(v)) => Ok((
+            vec![v.len()],
+            DType::Int32,
+            v.iter().map(|&x| x as f64).collect(),
+        )),
+        Some(Value::Int(i)) => Ok((vec![], DType::Int32, vec![*i as f64])),
+        None | Some(Value::Null) => Err(CallError::argument(format!(
+            "Attempt to convert a value (None) with an unsupported type (<class 'NoneType'>) to a Tensor. ({name})"
+        ))),
+        Some(v) => Err(CallError::argument(format!(
+            "tf.nn.ctc_loss: '{name}' must be a tensor or a list of integers, got {}",
+            v.describe()
+        ))),
+    }
+}
+
+/// Python's `range(len)[start:stop]` for optional bounds, as indices.
+fn py_slice(len: usize, start: Option<i64>, stop: Option<i64>) -> std::ops::Range<usize> {
+    let n = len as i64;
+    let norm = |x: i64| {
+        if x < 0 {
+            (x + n).max(0)
+        } else {
+            x.min(n)
+        }
+    };
+    let lo = start.map_or(0, norm);
+    let hi = stop.map_or(n, norm);
+    lo as usize..hi.max(lo) as usize
+}
+
+/// Checks integer index tensors as `one_hot` does (`TI`: uint8, int8, int32, int64).
+fn one_hot_index_dtype(dt: DType) -> Result<(), CallError> {
+    match dt {
+        DType::Uint8 | DType::Int32 | DType::Int64 => Ok(()),
+        other => Err(CallError::dtype(format!(
+            "Value for attr 'TI' of {} is not in the list of allowed values: uint8, int8, int32, int64",
+            if other == DType::Float32 {
+                "float"
+            } else {
+                other.name()
+            }
+        ))),
+    }
+}
+
+/// `ctc_loss_dense` on wire values; returns the per-sequence losses in float32 (as `f64`).
+pub(crate) fn ctc_loss_dense(
+    labels: &Tensor,
+    logits: &Tensor,
+    label_length: (Vec<usize>, DType, Vec<f64>),
+    logit_length: (Vec<usize>, DType, Vec<f64>),
+    logits_time_major: bool,
+    blank_index: i64,
+) -> Result<Vec<f64>, CallError> {
+    let p = Fp(DType::Float32);
+    let shape = logits.shape().to_vec();
+    if !logits_time_major && shape.len() != 3 {
+        return Err(CallError::shape(format!(
+            "transpose expects a vector of size {} for logits of shape {shape:?}",
+            shape.len()
+        )));
+    }
+    // `_get_dim(logits, 2)` and `_get_dim(labels, 1)` read Python shape tuples.
+    if shape.len() < 3 || labels.shape().len() < 2 {
+        return Err(CallError::shape("tuple index out of range"));
+    }
+    if shape.len() > 3 || labels.shape().len() > 2 {
+        return Err(CallError::shape(format!(
+            "tf.nn.ctc_loss: logits must be 3-D and labels 2-D, got {shape:?} and {:?}",
+            labels.shape()
+        )));
+    }
+    let (t_len, n, c) = if logits_time_major {
+        (shape[0], shape[1], shape[2])
+    } else {
+        (shape[1], shape[0], shape[2])
+    };
+    if !logits.dtype().is_float() {
+        return Err(CallError::dtype(format!(
+            "Value for attr 'T' of {} is not in the list of allowed values: half, bfloat16, float, double",
+            logits.dtype()
+        )));
+    }
+    one_hot_index_dtype(labels.dtype())?;
+    if logits.dtype() == DType::Float64 {
+        return Err(CallError::dtype(
+            "cannot compute Mul as input #1(zero-based) was expected to be a double tensor but is a float tensor",
+        ));
+    }
+    one_hot_index_dtype(label_length.1)?;
+    if !matches!(logit_length.1, DType::Int32 | DType::Int64) {
+        return Err(CallError::dtype(format!(
+            "sequence_mask: logit_length must be an integer tensor, got {}",
+            logit_length.1
+        )));
+    }
+    let s_max = labels.shape()[1];
+    let ns = 2 * (s_max + 1);
+    // Per-sequence arguments broadcast against the batch of the logits.
+    let batch_of = |what: &str, shape: &[usize], want_rank: usize| -> Result<usize, CallError> {
+        if shape.len() != want_rank {
+            return Err(CallError::shape(format!(
+                "tf.nn.ctc_loss: {what} must have rank {want_rank}, got shape {shape:?}"
+            )));
+        }
+        let b = shape[0];
+        if b != n && b != 1 {
+            return Err(CallError::shape(format!(
+                "Incompatible shapes: [{b},1,{ns}] vs. [{n},{ns},{ns}] ({what})"
+            )));
+        }
+        Ok(b)
+    };
+    let nb_labels = batch_of("labels", labels.shape(), 2)?;
+    let nb_label_len = batch_of("label_length", &label_length.0, 1)?;
+    let nb_logit_len = batch_of("logit_length", &logit_length.0, 1)?;
+    if n == 0 {
+        return Err(CallError::shape(
+            "Indices and updates specified for empty output shape [Op:TensorScatterAdd]",
+        ));
+    }
+    // Python slicing of the class axis around the blank.
+    let b = if blank_index < 0 {
+        blank_index + c as i64
+    } else {
+        blank_index
+    };
+    let cols: Vec<usize> = if b == 0 {
+        (0..c).collect()
+    } else {
+        py_slice(c, Some(b), Some(b + 1))
+            .chain(py_slice(c, None, Some(b)))
+            .chain(py_slice(c, Some(b + 1), None))
+            .collect()
+    };
+    let x = logits.to_f64_vec();
+    let at = |bi: usize, t: usize, k: usize| -> f64 {
+        let idx = if logits_time_major {
+            (t * n + bi) * c + k
+        } else {
+            (bi * t_len + t) * c + k
+        };
+        p.r(x[idx])
+    };
+    let raw_labels = labels.to_f64_vec();
+    let mut out = Vec::with_capacity(n);
+    for bi in 0..n {
+        let lp: Vec<Vec<f64>> = (0..t_len)
+            .map(|t| {
+                let row: Vec<f64> = cols.iter().map(|&k| at(bi, t, k)).collect();
+                log_softmax(p, &row)
+            })
+            .collect();
+        let lb = if nb_labels == 1 { 0 } else { bi };
+        let row: Vec<i64> = raw_labels[lb * s_max..(lb + 1) * s_max]
+            .iter()
+            .map(|&l| {
+                let l = l as i64;
+                if b != 0 && l < b {
+                    l + 1
+                } else {
+                    l
+                }
+            })
+            .collect();
+        let ll = label_length.2[if nb_label_len == 1 { 0 } else { bi }] as i64;
+        let gl = logit_length.2[if nb_logit_len == 1 { 0 } else { bi }] as i64;
+        out.push(tf_sequence_loss(&lp, &row, ll, gl));
+    }
+    Ok(out)
+}
+
+fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
+    read_name(
+        a,
+        &[
+            "labels",
+            "logits",
+            "label_length",
+            "logit_length",
+            "logits_time_major",
+            "unique",
+            "blank_index",
+        ],
+    )?;
+    let labels = a.tensor("labels")?;
+    let logits = a.tensor("logits")?;
+    let label_length = read_lengths(a, "label_length")?;
+    let logit_length = read_lengths(a, "logit_length")?;
+    let time_major = a.bool_or("logits_time_major", true)?;
+    read_unique(a)?;
+    let blank = a.opt_i64("blank_index", None)?.unwrap_or(0);
+    let loss = ctc_loss_dense(
+        labels,
+        logits,
+        label_length,
+        logit_length,
+        time_major,
+        blank,
+    )?;
+    let n = loss.len();
+    Tensor::from_f64(logits.dtype(), vec![n], loss)
+        .map_err(|e| CallError::shape(format!("tf.nn.ctc_loss: {e}")))
+}
