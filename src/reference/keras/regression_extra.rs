@@ -1,6 +1,94 @@
-//! Reference kernels for `tf.keras.losses.LogCosh`, `MeanAbsolutePercentageError` and `MeanSquaredLogarithmicError`.
+//! Reference kernels for `tf.keras.losses.LogCosh`, `MeanAbsolutePercentageError` and
+//! `MeanSquaredLogarithmicError` (Keras 3.15.1, `keras/src/losses/losses.py`).
+//!
+//! All three are `mean(f(y_true, y_pred), axis=-1)` over the broadcast inputs, in the loss dtype,
+//! with two working-precision quirks: `log_cosh` subtracts `log 2` computed in float32 and then
+//! cast, and `mean_squared_logarithmic_error` clamps with a float32 epsilon tensor, which
+//! promotes float16/bfloat16 inputs to float32 until the reduction casts back.
 
-use crate::reference::Kernel;
+use super::reduction::{only_known, Common};
+use super::{elementwise, mean_axis, Inputs, EPSILON};
+use crate::backend::CallError;
+use crate::reference::tf_nn::nd::Fp;
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
 
 /// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];
+pub const KERNELS: &[(&str, Kernel)] = &[
+    ("tf.keras.losses.LogCosh", log_cosh),
+    (
+        "tf.keras.losses.MeanAbsolutePercentageError",
+        mean_absolute_percentage_error,
+    ),
+    (
+        "tf.keras.losses.MeanSquaredLogarithmicError",
+        mean_squared_logarithmic_error,
+    ),
+];
+
+/// TensorFlow's `Softplus` kernel in working precision `p`: `x` above `-t`, `exp(x)` below `t`,
+/// `log1p(exp(x))` between, with `t = log(machine epsilon) + 2` in the dtype.
+pub(super) fn tf_softplus(p: Fp, x: f64) -> f64 {
+    let threshold = p.r(p.r(p.0.epsilon().ln()) + 2.0);
+    if x > -threshold {
+        x
+    } else if x < threshold {
+        p.exp(x)
+    } else {
+        p.r(p.exp(x).ln_1p())
+    }
+}
+
+fn log_cosh(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    // `ops.log(2.0)` runs in float32 (floatx) and is then cast to the loss dtype.
+    let log2 = p.r(DType::Float32.round(2f64.ln()));
+    elementwise(a, c, |t, y| {
+        let e = p.r(y - t);
+        p.r(p.r(e + tf_softplus(p, p.r(e * -2.0))) - log2)
+    })
+}
+
+fn mean_absolute_percentage_error(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let eps = p.r(EPSILON);
+    let inp = Inputs::read(a, c)?;
+    let terms = inp
+        .y_true
+        .zip(&inp.y_pred, |t, y| p.r(p.r(t - y) / t.abs().max(eps)).abs())?;
+    let values = mean_axis(p, &terms, Some(-1))?.map(|m| p.r(100.0 * m));
+    inp.finish(values, None, c)
+}
+
+fn mean_squared_logarithmic_error(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    // The epsilon is a float32 tensor: `maximum` promotes float16/bfloat16 to float32, and the
+    // loss is cast back to the loss dtype only in the reduction.
+    let w = match c.dtype {
+        DType::Float64 => Fp(DType::Float64),
+        _ => Fp(DType::Float32),
+    };
+    let eps = DType::Float32.round(EPSILON);
+    let inp = Inputs::read(a, c)?;
+    let log1 = |x: f64| w.ln(w.r(fmax(x, eps) + 1.0));
+    let terms = inp.y_true.zip(&inp.y_pred, |t, y| {
+        let d = w.r(log1(y) - log1(t));
+        w.r(d * d)
+    })?;
+    let values = mean_axis(w, &terms, Some(-1))?.map(|x| c.dtype.round(x));
+    inp.finish(values, None, c)
+}
+
+/// `tf.maximum`: NaN in either operand propagates.
+fn fmax(x: f64, y: f64) -> f64 {
+    if x.is_nan() || y.is_nan() {
+        f64::NAN
+    } else {
+        x.max(y)
+    }
+}
