@@ -1,6 +1,217 @@
-//! Reference kernels for `torch.nn.functional.triplet_margin_loss` and `triplet_margin_with_distance_loss`.
+//! Reference kernels for `torch.nn.functional.triplet_margin_loss` and
+//! `triplet_margin_with_distance_loss`.
+//!
+//! Both are `clamp_min(margin + d(a, p) - d_neg, 0)` with `d = pairwise_distance`, i.e.
+//! `linalg.vector_norm(x1 - x2 + eps, p, dim=-1)`: eps is added to the difference vector, and
+//! the norm accumulates `|x|^p` in the op-math type (float32 for float32 and the half types), so
+//! a difference of 1e20 overflows float32. `p` is not validated: 0 counts non-zero entries,
+//! +-inf take the max / min, anything else follows `(sum |x|^p)^(1/p)`. A norm with no identity
+//! (p < 0 or inf) over an empty last dimension raises.
 
-use crate::reference::Kernel;
+use super::margin::{add_scalar, clamp_min0, sub};
+use super::reduction::{self, Reduction};
+use super::{round_to, zip, Arr};
+use crate::backend::{CallError, Value};
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
+use ndarray::Axis;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];
+pub const KERNELS: &[(&str, Kernel)] = &[
+    (
+        "torch.nn.functional.triplet_margin_loss",
+        triplet_margin_loss,
+    ),
+    (
+        "torch.nn.functional.triplet_margin_with_distance_loss",
+        triplet_margin_with_distance_loss,
+    ),
+];
+
+/// Defaults of `torch.pairwise_distance`, the default distance of the `_with_distance` API.
+const DEFAULT_P: f64 = 2.0;
+const DEFAULT_EPS: f64 = 1e-6;
+
+/// `|x|^p` summed and rooted as `linalg.vector_norm` does for one lane, in `acc`.
+fn lane_norm(lane: &[f64], p: f64, acc: DType) -> f64 {
+    let r = |v: f64| round_to(acc, v);
+    let p_acc = r(p);
+    let max_nan = |pick: fn(f64, f64) -> f64, init: f64| {
+        lane.iter().fold(init, |m, &v| {
+            if m.is_nan() || v.is_nan() {
+                f64::NAN
+            } else {
+                pick(m, v.abs())
+            }
+        })
+    };
+    if p == 0.0 {
+        lane.iter().filter(|&&v| v != 0.0).count() as f64
+    } else if p == f64::INFINITY {
+        max_nan(f64::max, 0.0)
+    } else if p == f64::NEG_INFINITY {
+        max_nan(f64::min, f64::INFINITY)
+    } else if p == 1.0 {
+        r(crate::reference::numeric::sum(lane.iter().map(|v| v.abs())))
+    } else if p == 2.0 {
+        let s = r(crate::reference::numeric::sum(
+            lane.iter().map(|&v| r(v * v)),
+        ));
+        r(s.sqrt())
+    } else {
+        let s = r(crate::reference::numeric::sum(
+            lane.iter().map(|&v| r(v.abs().powf(p_acc))),
+        ));
+        r(s.powf(r(1.0 / p_acc)))
+    }
+}
+
+/// `torch.pairwise_distance(x1, x2, p, eps)`: the norm of `x1 - x2 + eps` over the last axis
+/// (a 0-d difference is its own one-element lane).
+pub(crate) fn pairwise_distance(x1: &Arr, x2: &Arr, p: f64, eps: f64) -> Result<Arr, CallError> {
+    let diff = add_scalar(&sub(x1, x2)?, eps);
+    let dt = diff.dt;
+    let acc = match dt {
+        DType::Float64 => DType::Float64,
+        _ => DType::Float32,
+    };
+    if diff.a.ndim() == 0 {
+        let v = diff.a.iter().copied().collect::<Vec<_>>();
+        return Ok(Arr::scalar(dt, lane_norm(&v, p, acc)));
+    }
+    let last = diff.a.ndim() - 1;
+    if diff.shape()[last] == 0 && (p < 0.0 || p == f64::INFINITY) {
+        return Err(CallError::shape(format!(
+            "linalg.vector_norm cannot compute the {p} norm on the dimension {last}because this dimension is empty and the operation does not have an identity"
+        )));
+    }
+    let a = diff.a.map_axis(Axis(last), |lane| {
+        let v: Vec<f64> = lane.iter().copied().collect();
+        round_to(dt, lane_norm(&v, p, acc))
+    });
+    Ok(Arr { dt, a })
+}
+
+fn same_rank(a: &Arr, p: &Arr, n: &Arr) -> Result<(), CallError> {
+    let (da, dp, dn) = (a.a.ndim(), p.a.ndim(), n.a.ndim());
+    if da == dp && dp == dn {
+        return Ok(());
+    }
+    Err(CallError::shape(format!(
+        "The anchor, positive, and negative tensors are expected to have the same number of dimensions, but got: anchor {da}D, positive {dp}D, and negative {dn}D inputs"
+    )))
+}
+
+fn check_margin(margin: f64) -> Result<(), CallError> {
+    // Python's `if margin <= 0`: NaN passes.
+    if margin <= 0.0 {
+        return Err(CallError::argument(format!(
+            "margin must be greater than 0, got {margin}"
+        )));
+    }
+    Ok(())
+}
+
+/// `clamp_min(margin + d(a, p) - d_neg, 0)`, `d_neg = min(d(a, n), d(p, n))` with swap.
+fn triplet(
+    anchor: &Arr,
+    positive: &Arr,
+    negative: &Arr,
+    margin: f64,
+    p: f64,
+    eps: f64,
+    swap: bool,
+) -> Result<Arr, CallError> {
+    let dist_pos = pairwise_distance(anchor, positive, p, eps)?;
+    let mut dist_neg = pairwise_distance(anchor, negative, p, eps)?;
+    if swap {
+        let dist_swap = pairwise_distance(positive, negative, p, eps)?;
+        dist_neg = zip(
+            &dist_neg,
+            &dist_swap,
+            |_| Ok(()),
+            |x, y| {
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else {
+                    x.min(y)
+                }
+            },
+        )?;
+    }
+    let loss = sub(&add_scalar(&dist_pos, margin), &dist_neg)?;
+    Ok(clamp_min0(&loss))
+}
+
+fn tensors(args: &Args) -> Result<(Arr, Arr, Arr), CallError> {
+    Ok((
+        Arr::of(args.tensor("anchor")?),
+        Arr::of(args.tensor("positive")?),
+        Arr::of(args.tensor("negative")?),
+    ))
+}
+
+pub fn triplet_margin_loss(args: &Args) -> Result<Tensor, CallError> {
+    let (anchor, positive, negative) = tensors(args)?;
+    let margin = super::float_arg(args, "margin", 1.0)?;
+    let p = super::float_arg(args, "p", DEFAULT_P)?;
+    let eps = super::float_arg(args, "eps", DEFAULT_EPS)?;
+    let swap = args.bool_or("swap", false)?;
+    let red = reduction::read(args, true)?.get_enum()?;
+    check_margin(margin)?;
+    same_rank(&anchor, &positive, &negative)?;
+    let loss = triplet(&anchor, &positive, &negative, margin, p, eps, swap)?;
+    Ok(reduction::apply(loss, red)?.tensor())
+}
+
+/// Python truthiness of `swap` (`if swap:`).
+fn truthy(args: &Args, name: &'static str) -> Result<bool, CallError> {
+    Ok(match args.get(name) {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Int(i)) => *i != 0,
+        Some(Value::Float(x)) => *x != 0.0,
+        Some(Value::Str(s)) => !s.is_empty(),
+        Some(Value::IntList(v)) => !v.is_empty(),
+        Some(Value::Tensor(t)) => {
+            if t.numel() != 1 {
+                return Err(CallError::argument(format!(
+                    "Boolean value of Tensor with more than one value is ambiguous ('{name}')"
+                )));
+            }
+            t.to_f64_vec()[0] != 0.0
+        }
+    })
+}
+
+pub fn triplet_margin_with_distance_loss(args: &Args) -> Result<Tensor, CallError> {
+    let (anchor, positive, negative) = tensors(args)?;
+    let distance_function = args.get("distance_function");
+    let margin = super::float_arg(args, "margin", 1.0)?;
+    let swap = truthy(args, "swap")?;
+    let red = reduction::read(args, false)?
+        .strict(|shown| format!("{shown} is not a valid value for reduction"))?;
+    check_margin(margin)?;
+    same_rank(&anchor, &positive, &negative)?;
+    // A callable cannot cross the wire; anything else fails when Python calls it.
+    if let Some(v) = distance_function.filter(|v| **v != Value::Null) {
+        return Err(CallError::argument(format!(
+            "'{}' object is not callable",
+            v.describe()
+        )));
+    }
+    let loss = triplet(
+        &anchor,
+        &positive,
+        &negative,
+        margin,
+        DEFAULT_P,
+        DEFAULT_EPS,
+        swap,
+    )?;
+    Ok(match red {
+        Reduction::None => loss,
+        _ => reduction::apply(loss, red)?,
+    }
+    .tensor())
+}
