@@ -439,3 +439,165 @@ fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
     Tensor::from_f64(logits.dtype(), vec![n], loss)
         .map_err(|e| CallError::shape(format!("tf.nn.ctc_loss: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, Call, ErrorKind, Outcome};
+    use crate::reference::Reference;
+
+    fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
+    }
+
+    fn call(args: Vec<(&str, Value)>) -> Outcome {
+        let call = Call {
+            api: "tf.nn.ctc_loss".into(),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        Reference.forward(&call)
+    }
+
+    fn value(o: Outcome) -> Vec<f64> {
+        match o {
+            Outcome::Value(t) => t.to_f64_vec(),
+            other => panic!("expected a value, got {other:?}"),
+        }
+    }
+
+    /// Deterministic pseudo-random logits in [-3, 3).
+    fn logits(len: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed ^ 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (s >> 11) as f64 / (1u64 << 53) as f64;
+                DType::Float32.round(6.0 * u - 3.0)
+            })
+            .collect()
+    }
+
+    fn args(
+        x: &[f64],
+        shape: &[usize],
+        labels: &[f64],
+        s: usize,
+        label_length: &[i64],
+        logit_length: &[i64],
+    ) -> Vec<(&'static str, Value)> {
+        let n = label_length.len();
+        vec![
+            ("labels", t(DType::Int32, &[n, s], labels)),
+            ("logits", t(DType::Float32, shape, x)),
+            ("label_length", Value::IntList(label_length.to_vec())),
+            ("logit_length", Value::IntList(logit_length.to_vec())),
+        ]
+    }
+
+    /// The textbook answer: the shared alpha recursion in f64 on log_softmax(logits).
+    fn textbook(x: &[f64], c: usize, frames: usize, labels: &[i64]) -> f64 {
+        let p = Fp(DType::Float64);
+        let rows: Vec<Vec<f64>> = x.chunks(c).map(|r| log_softmax(p, r)).collect();
+        let ext = extended(labels, 0);
+        let alpha = ctc_alpha(p, frames, &ext, |t, s| rows[t][ext[s] as usize]);
+        let n = ext.len();
+        let tail = if n > 1 {
+            alpha[n - 2]
+        } else {
+            f64::NEG_INFINITY
+        };
+        -log_add_exp3(p, alpha[n - 1], tail, f64::NEG_INFINITY)
+    }
+
+    #[test]
+    fn feasible_losses_equal_the_alpha_recursion() {
+        // T = 12 frames of one sequence, labels with a repeat, every label length and a short
+        // logit length: TensorFlow's normalised backward pass agrees with the forward pass.
+        let (tn, c) = (12, 5);
+        let x = logits(tn * c, 7);
+        let labels = [2.0, 2.0, 4.0, 1.0];
+        for len in 0..=4 {
+            for frames in [12, 9] {
+                let got = value(call(args(&x, &[tn, 1, c], &labels, 4, &[len], &[frames])))[0];
+                let l: Vec<i64> = labels[..len as usize].iter().map(|&v| v as i64).collect();
+                let want = textbook(&x, c, frames as usize, &l);
+                assert!(
+                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "len {len} frames {frames}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn infeasible_alignments_hit_the_log_floor_instead_of_inf() {
+        // [1, 1] needs 3 frames; with 2 the loss is at least -log_0 (every path's probability
+        // is at most 1) and finite. Zero frames give exactly -log_0.
+        let x = logits(3 * 3, 8);
+        for (frames, exact) in [(2, false), (1, false), (0, true)] {
+            let got = value(call(args(&x, &[3, 1, 3], &[1.0, 1.0], 2, &[2], &[frames])))[0];
+            assert!(got.is_finite() && got >= -log_0(), "{frames}: {got}");
+            if exact {
+                assert_eq!(got, -log_0());
+            }
+        }
+        // A label length past the padded width leaves no final state either.
+        let got = value(call(args(&x, &[3, 1, 3], &[1.0, 2.0], 2, &[3], &[3])))[0];
+        assert!(got.is_finite() && got >= -log_0());
+    }
+
+    #[test]
+    fn blank_index_rotates_classes() {
+        // Moving the blank from class 0 to class 2 (and relabelling) leaves the loss unchanged;
+        // -1 means C - 1.
+        let (tn, c) = (6, 3);
+        let x = logits(tn * 2 * c, 9);
+        let base = value(call(args(
+            &x,
+            &[tn, 2, c],
+            &[1.0, 2.0, 2.0, 0.0],
+            2,
+            &[2, 1],
+            &[6, 5],
+        )));
+        // Class k -> k - 1 for k >= 1, blank 0 -> 2.
+        let perm = |row: &[f64]| vec![row[1], row[2], row[0]];
+        let moved: Vec<f64> = x.chunks(c).flat_map(perm).collect();
+        for blank in [2, -1] {
+            let mut a = args(
+                &moved,
+                &[tn, 2, c],
+                &[0.0, 1.0, 1.0, 0.0],
+                2,
+                &[2, 1],
+                &[6, 5],
+            );
+            a.push(("blank_index", Value::Int(blank)));
+            let got = value(call(a));
+            for (g, b) in got.iter().zip(&base) {
+                assert!((g - b).abs() <= 1e-5 * b.abs(), "{g} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn dtypes_and_shapes() {
+        let x = logits(3 * 2 * 3, 10);
+        let mut a = args(&x, &[3, 2, 3], &[1.0, 2.0, 1.0, 0.0], 2, &[2, 1], &[3, 3]);
+        a[1].1 = t(DType::Float64, &[3, 2, 3], &x);
+        assert!(matches!(call(a.clone()), Outcome::Error(e) if e.kind == ErrorKind::Dtype));
+        a[1].1 = t(DType::Float16, &[3, 2, 3], &x);
+        match call(a.clone()) {
+            Outcome::Value(v) => {
+                assert_eq!((v.dtype(), v.shape()), (DType::Float16, &[2usize][..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        a[2].1 = Value::IntList(vec![2, 1, 1]);
+        assert!(matches!(call(a.clone()), Outcome::Error(e) if e.kind == ErrorKind::Shape));
+        a[0].1 = t(DType::Int32, &[2], &[1.0, 2.0]);
+        assert!(matches!(call(a), Outcome::Error(e) if e.kind == ErrorKind::Shape));
+    }
+}
