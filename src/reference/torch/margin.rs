@@ -137,7 +137,28 @@ pub(crate) fn rsub_scalar(s: f64, x: &Arr) -> Result<Arr, CallError> {
             "Subtraction, the `-` operator, with two bool tensors is not supported.",
         ));
     }
-    if !x.dt.is_float() && !s.is_finite() {
+    // fill_ checks the conversion: a finite value beyond the dtype's range (or a non-finite
+    // one for an integer dtype) raises; uint8 accepts negatives down to -255 (two's complement).
+    let (lo, hi) = match x.dt {
+        DType::Float16 => (-65504.0, 65504.0),
+        DType::Bfloat16 => (-half::bf16::MAX.to_f64(), half::bf16::MAX.to_f64()),
+        DType::Float32 => (-(f32::MAX as f64), f32::MAX as f64),
+        DType::Float64 => (f64::MIN, f64::MAX),
+        DType::Int32 => (i32::MIN as f64, i32::MAX as f64),
+        DType::Int64 => (i64::MIN as f64, i64::MAX as f64),
+        DType::Uint8 => (-255.0, 255.0),
+        DType::Bool => (f64::NEG_INFINITY, f64::INFINITY),
+    };
+    // A one-element half tensor is filled by a path that casts without the check (measured).
+    let unchecked = x.a.len() == 1 && matches!(x.dt, DType::Float16 | DType::Bfloat16);
+    let fits = if unchecked {
+        true
+    } else if x.dt.is_float() {
+        !s.is_finite() || (lo..=hi).contains(&s)
+    } else {
+        (lo..=hi).contains(&s)
+    };
+    if !fits {
         return Err(CallError::argument(format!(
             "value cannot be converted to type {} without overflow",
             torch_dtype_name(x.dt)

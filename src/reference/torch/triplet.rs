@@ -87,7 +87,14 @@ pub(crate) fn pairwise_distance(x1: &Arr, x2: &Arr, p: f64, eps: f64) -> Result<
     }
     let a = diff.a.map_axis(Axis(last), |lane| {
         let v: Vec<f64> = lane.iter().copied().collect();
-        round_to(dt, lane_norm(&v, p, acc))
+        match v.as_slice() {
+            // An empty lane is the identity 0, whatever p (even NaN).
+            [] => 0.0,
+            // A last dimension of size 1 takes a shortcut: |x| for every p but 0, with no
+            // overflow of |x|^p (measured; a 0-d input goes the general way).
+            [x] if p != 0.0 => x.abs(),
+            _ => round_to(dt, lane_norm(&v, p, acc)),
+        }
     });
     Ok(Arr { dt, a })
 }
