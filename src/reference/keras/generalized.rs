@@ -1,6 +1,56 @@
-//! Reference kernels for `tf.keras.losses.CategoricalGeneralizedCrossEntropy`.
+//! Reference kernel for `tf.keras.losses.CategoricalGeneralizedCrossEntropy` (Keras 3.15.1,
+//! `categorical_generalized_cross_entropy` in `keras/src/losses/losses.py`).
+//!
+//! `(1 - p^q) / q` of the true-class probability, picked by multiplying `y_pred` with a one-hot
+//! of the labels and summing the last axis. Nothing is validated but `q`: labels (cast to the
+//! loss dtype, then truncated to int64) outside `[0, C)` one-hot to zeros, and the one-hot
+//! broadcasts against `y_pred`, so `(N, 1)` labels give an `(N, N)` loss.
 
-use crate::reference::Kernel;
+use super::focal::tf_pow;
+use super::reduction::{only_known, py_float, Common};
+use super::{cast_to_int64, Inputs};
+use crate::backend::CallError;
+use crate::reference::tf_nn::nd::Nd;
+use crate::reference::{Args, Kernel};
+use crate::tensor::Tensor;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];
+pub const KERNELS: &[(&str, Kernel)] = &[(
+    "tf.keras.losses.CategoricalGeneralizedCrossEntropy",
+    categorical_generalized_cross_entropy,
+)];
+
+fn categorical_generalized_cross_entropy(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &["q"])?;
+    // The constructor checks q before anything else.
+    let q = py_float(a, "q", 0.5)?;
+    if !(0.0 < q && q < 1.0) {
+        return Err(CallError::argument(format!(
+            "q must be in the interval (0, 1), got {q}"
+        )));
+    }
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let q = p.r(q);
+    let inp = Inputs::read(a, c)?;
+    let (labels, y) = (&inp.y_true, &inp.y_pred);
+    let Some(&n) = y.shape.last() else {
+        return Err(CallError::shape(
+            "tuple index out of range (y_pred.shape[-1] of a scalar)",
+        ));
+    };
+    let mut shape = labels.shape.clone();
+    shape.push(n);
+    let mut one_hot = Vec::with_capacity(labels.len() * n);
+    for &l in &labels.data {
+        let k = cast_to_int64(l);
+        one_hot.extend((0..n).map(|j| if k == j as f64 { 1.0 } else { 0.0 }));
+    }
+    let one_hot = Nd::new(shape, one_hot);
+    let picked = y.zip(&one_hot, |v, h| p.r(v * h))?;
+    let last = picked.rank() - 1;
+    let values = picked
+        .reduce_axis(last, |f| p.sum(f))
+        .map(|v| p.r(p.r(1.0 - tf_pow(p, v, q)) / q));
+    inp.finish(values, None, c)
+}
