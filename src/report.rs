@@ -224,202 +224,192 @@ fn eval_sum(call: &Call) -> Option<f64> {
 
 struct Sweep {
     label: String,
-    origin: String,
     xs: Vec<f64>,
     loss: Vec<Option<f64>>,
     slope: Vec<Option<f64>>,
 }
 
 /// Evaluates the loss and its central-difference derivative along one element of one argument.
+/// The step is a fixed fraction of the range, large enough that APIs computing in float32 give
+/// a smooth derivative, small enough to show kinks.
 fn sweep(
     base: &Call,
     arg: &str,
     index: usize,
     range: [f64; 2],
     label: String,
-    origin: String,
-) -> Option<Sweep> {
+) -> Result<Sweep, String> {
     let Some(Value::Tensor(t)) = base.args.get(arg) else {
-        return None;
+        return Err(format!(
+            "plot.arg '{arg}' is not a tensor argument of plot.args"
+        ));
     };
     if index >= t.numel() || !t.dtype().is_float() {
-        return None;
+        return Err(format!(
+            "plot.index {index} is not a float element of '{arg}' ({})",
+            t.describe()
+        ));
     }
     let at = |x: f64| -> Option<f64> {
         let mut data = t.to_f64_vec();
         data[index] = x;
         let mut call = base.clone();
-        let moved = Tensor::from_f64(DType::Float64, t.shape().to_vec(), data).ok()?;
+        let moved = Tensor::from_f64(t.dtype(), t.shape().to_vec(), data).ok()?;
         call.args.insert(arg.to_string(), Value::Tensor(moved));
         eval_sum(&call)
     };
     const POINTS: usize = 161;
+    let span = range[1] - range[0];
     let xs: Vec<f64> = (0..POINTS)
-        .map(|i| range[0] + (range[1] - range[0]) * i as f64 / (POINTS - 1) as f64)
+        .map(|i| range[0] + span * i as f64 / (POINTS - 1) as f64)
         .collect();
     let loss: Vec<Option<f64>> = xs.iter().map(|&x| at(x)).collect();
+    let h = span * 1e-4;
     let slope = xs
         .iter()
-        .map(|&x| {
-            let h = 1e-6 * (1.0 + x.abs());
-            Some((at(x + h)? - at(x - h)?) / (2.0 * h))
-        })
+        .map(|&x| Some((at(x + h)? - at(x - h)?) / (2.0 * h)))
         .collect();
-    Some(Sweep {
+    let finite = loss.iter().filter(|v| v.is_some()).count();
+    if finite < 20 {
+        return Err(format!(
+            "only {finite} of {POINTS} points give a finite loss on the reference"
+        ));
+    }
+    Ok(Sweep {
         label,
-        origin,
         xs,
         loss,
         slope,
     })
 }
 
-/// Every float tensor argument in float64, and Keras's compute dtype too, so the finite
-/// differences are not float32 noise.
-fn widen(call: &mut Call, api: &ApiSpec) {
-    for v in call.args.values_mut() {
-        if let Value::Tensor(t) = v {
-            if t.dtype().is_float() && t.dtype() != DType::Float64 {
-                *t = Tensor::from_f64(DType::Float64, t.shape().to_vec(), t.to_f64_vec())
-                    .expect("same shape");
-            }
-        }
-    }
-    if api.args.get("dtype").is_some() && !call.args.contains_key("dtype") {
-        call.args
-            .insert("dtype".into(), Value::Str("float64".into()));
-    }
-}
-
-fn plot_for(f: &Family, st: &ApiStats) -> Option<Sweep> {
-    if let Some(PlotSpec {
+/// The spec's plot settings as a sweep. Tensors without a dtype are float64; a Keras loss
+/// computes in float64 unless the settings name its `dtype`, so the derivative is not float32
+/// noise.
+fn plot_for(api: &ApiSpec) -> Result<Sweep, String> {
+    let Some(PlotSpec {
         arg,
         index,
         range,
         args,
         label,
-    }) = &st.api.plot
-    {
-        let mut call = Call {
-            api: st.api.api.clone(),
-            args: crate::generate::literal_args(args, DType::Float64).ok()?,
-        };
-        widen(&mut call, st.api);
-        let label = label.clone().unwrap_or_else(|| format!("{arg}[{index}]"));
-        return sweep(
-            &call,
-            arg,
-            *index,
-            *range,
-            label,
-            "the spec's plot settings".into(),
-        );
+    }) = &api.plot
+    else {
+        return Err("the spec has no plot settings for this API".into());
+    };
+    let mut call = Call {
+        api: api.api.clone(),
+        args: crate::generate::literal_args(args, DType::Float64)
+            .map_err(|e| format!("plot.args: {e}"))?,
+    };
+    if api.args.get("dtype").is_some() && !call.args.contains_key("dtype") {
+        call.args
+            .insert("dtype".into(), Value::Str("float64".into()));
     }
-    // Without plot settings: the first small case with a finite value, swept around its own
-    // value of the first float tensor argument.
-    for c in &st.cases {
-        let Some(Expected { value: Some(v), .. }) = expected(f, c) else {
-            continue;
-        };
-        if v.numel() > 16 || !v.to_f64_vec().iter().all(|x| x.is_finite()) {
-            continue;
-        }
-        let Some((arg, t)) = c.args.iter().find_map(|(k, v)| match v {
-            Value::Tensor(t) if t.dtype().is_float() && t.numel() > 0 && t.numel() <= 64 => {
-                Some((k.clone(), t))
-            }
-            _ => None,
-        }) else {
-            continue;
-        };
-        let x0 = t.to_f64_vec()[0];
-        if !x0.is_finite() {
-            continue;
-        }
-        let mut call = c.call();
-        widen(&mut call, st.api);
-        let s = sweep(
-            &call,
-            &arg,
-            0,
-            [x0 - 2.0, x0 + 2.0],
-            format!("{arg}[0]"),
-            format!("case `{}`", c.name),
-        );
-        if s.as_ref()
-            .is_some_and(|s| s.loss.iter().filter(|v| v.is_some()).count() > 20)
-        {
-            return s;
-        }
+    let label = label.clone().unwrap_or_else(|| format!("{arg}[{index}]"));
+    sweep(&call, arg, *index, *range, label)
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Round tick positions (1, 2 or 5 times a power of ten) covering `[lo, hi]`.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let raw = (hi - lo) / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+fn tick_label(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
     }
-    None
+    let s = format!("{:.6}", v);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.len() > 9 {
+        format!("{v:.2e}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// The y range: all of the loss, and the derivative's central 90 % (a -1/p singularity would
+/// otherwise flatten everything); points outside are drawn on the border.
+fn y_range(s: &Sweep) -> (f64, f64) {
+    let loss: Vec<f64> = s.loss.iter().filter_map(|v| *v).collect();
+    let mut slope: Vec<f64> = s.slope.iter().filter_map(|v| *v).collect();
+    slope.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        slope
+            .get(((slope.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+    };
+    let mut vals = loss;
+    vals.extend(q(0.05));
+    vals.extend(q(0.95));
+    let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if hi - lo < 1e-12 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo, hi)
+    };
+    let pad = 0.05 * (hi - lo);
+    (lo - pad, hi + pad)
 }
 
 fn svg(title: &str, s: &Sweep) -> String {
-    let (w, h, left, right, top, bottom) = (560.0, 320.0, 62.0, 16.0, 28.0, 44.0);
-    let ys: Vec<f64> = s.loss.iter().chain(&s.slope).filter_map(|v| *v).collect();
-    let (mut lo, mut hi) = ys
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| {
-            (a.min(y), b.max(y))
-        });
-    if !lo.is_finite() {
-        (lo, hi) = (0.0, 1.0);
-    }
-    if hi - lo < 1e-12 {
-        (lo, hi) = (lo - 1.0, hi + 1.0);
-    }
-    let pad = 0.05 * (hi - lo);
-    let (lo, hi) = (lo - pad, hi + pad);
+    let (w, h, left, right, top, bottom) = (600.0, 340.0, 76.0, 16.0, 46.0, 44.0);
+    let (lo, hi) = y_range(s);
     let (x0, x1) = (s.xs[0], s.xs[s.xs.len() - 1]);
     let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-    let py = |y: f64| top + (hi - y) / (hi - lo) * (h - top - bottom);
+    let py = |y: f64| top + (hi - y.clamp(lo, hi)) / (hi - lo) * (h - top - bottom);
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"16\" text-anchor=\"middle\" font-size=\"12\">{}</text>\n",
-        w / 2.0,
-        title
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"16\" font-size=\"12\">{}</text>\n",
+        xml(title)
     );
-    for i in 0..=4 {
-        let yv = lo + (hi - lo) * i as f64 / 4.0;
-        let xv = x0 + (x1 - x0) * i as f64 / 4.0;
+    for yv in ticks(lo, hi) {
         let _ = writeln!(
             out,
             "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            w - right,
-            py(yv),
-            py(yv),
-            left - 4.0,
-            py(yv) + 4.0,
-            tick(yv)
+            w - right, py(yv), py(yv), left - 4.0, py(yv) + 4.0, tick_label(yv)
         );
+    }
+    for xv in ticks(x0, x1) {
         let _ = writeln!(
             out,
             "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{top}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            px(xv),
-            px(xv),
-            h - bottom,
-            px(xv),
-            h - bottom + 14.0,
-            tick(xv)
+            px(xv), px(xv), h - bottom, px(xv), h - bottom + 14.0, tick_label(xv)
         );
     }
     let _ = writeln!(
         out,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-        (left + w - right) / 2.0,
-        h - 10.0,
-        s.label
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"#999\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+        w - left - right, h - top - bottom, (left + w - right) / 2.0, h - 8.0, xml(&s.label)
     );
-    for (series, color, dash, name, ly) in [
-        (&s.loss, "#1f77b4", "", "loss (sum of output)", top + 8.0),
+    for (i, (series, color, dash, name)) in [
+        (&s.loss, "#1f77b4", "", "loss (sum of output)"),
         (
             &s.slope,
             "#d62728",
             " stroke-dasharray=\"5 3\"",
             "derivative",
-            top + 22.0,
         ),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let mut path = String::new();
         let mut pen_down = false;
         for (x, y) in s.xs.iter().zip(series.iter()) {
@@ -442,26 +432,17 @@ fn svg(title: &str, s: &Sweep) -> String {
             "<path d=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.6\"{dash}/>",
             path.trim_end()
         );
+        // The legend sits in the top margin, clear of the curves.
+        let lx = left + 170.0 * i as f64;
         let _ = writeln!(
             out,
-            "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"1.6\"{dash}/><text x=\"{:.1}\" y=\"{:.1}\">{name}</text>",
-            left + 8.0,
-            left + 30.0,
-            left + 34.0,
-            ly + 4.0
+            "<line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"32\" y2=\"32\" stroke=\"{color}\" stroke-width=\"1.6\"{dash}/><text x=\"{:.1}\" y=\"36\">{name}</text>",
+            lx + 22.0,
+            lx + 26.0
         );
     }
     out.push_str("</svg>\n");
     out
-}
-
-fn tick(v: f64) -> String {
-    let r = (v * 1000.0).round() / 1000.0;
-    if r == 0.0 {
-        "0".into()
-    } else {
-        format!("{r}")
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -574,14 +555,19 @@ fn family_page(f: &Family, files: &mut Files) -> String {
             dtypes_cell(&st.cases),
             options_cell(a, &st.cases)
         );
-        if let Some(sw) = plot_for(f, &st) {
-            let file = format!("plots/{}-{}.svg", s.family, st.short);
-            files.insert(PathBuf::from("docs/losses").join(&file), svg(&a.api, &sw));
-            let _ = writeln!(
-                p,
-                "![{} and its derivative]({file})\n\n*Loss and derivative along `{}` (from {}), computed by the lossconf reference implementation, which passes every recorded case.*\n",
-                a.api, sw.label, sw.origin
-            );
+        match plot_for(a) {
+            Ok(sw) => {
+                let file = format!("plots/{}-{}.svg", s.family, st.short);
+                files.insert(PathBuf::from("docs/losses").join(&file), svg(&a.api, &sw));
+                let _ = writeln!(
+                    p,
+                    "![{} and its derivative]({file})\n\n*Loss and derivative along {}, computed by the lossconf reference implementation (which passes every recorded case); the derivative is a central difference.*\n",
+                    a.api, sw.label
+                );
+            }
+            Err(why) => {
+                let _ = writeln!(p, "*No plot: {why}.*\n");
+            }
         }
     }
     p.push_str("## Hand-picked cases\n\n| case | APIs | source |\n|---|---|---|\n");
