@@ -7,7 +7,7 @@
 //! the sample weights: anchors without a positive or a negative pair drop out of the mean.
 
 use super::reduction::{only_known, py_float, Common};
-use super::regression_extra::tf_softplus;
+use super::regression_extra::{flush_denormal, tf_softplus};
 use super::Inputs;
 use crate::backend::CallError;
 use crate::reference::tf_nn::nd::{Fp, Nd};
@@ -60,7 +60,10 @@ fn logsumexp(p: Fp, row: &[f64]) -> f64 {
         }
     });
     let m = if raw_max.is_finite() { raw_max } else { 0.0 };
-    let terms: Vec<f64> = row.iter().map(|&x| p.exp(p.r(x - m))).collect();
+    let terms: Vec<f64> = row
+        .iter()
+        .map(|&x| flush_denormal(p, p.exp(p.r(x - m))))
+        .collect();
     p.r(p.ln(p.sum(&terms)) + m)
 }
 

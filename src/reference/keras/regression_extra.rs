@@ -42,9 +42,24 @@ pub(super) fn tf_softplus(p: Fp, x: f64) -> f64 {
     if x > -threshold {
         x
     } else if x < threshold {
-        p.exp(x)
+        flush_denormal(p, p.exp(x))
     } else {
         p.r(p.exp(x).ln_1p())
+    }
+}
+
+/// TensorFlow's CPU threads flush denormal float32/float64 results to zero (measured:
+/// `tf.exp(-90.0)` is 0 in float32); float16 ops round from float32 and keep their subnormals.
+pub(super) fn flush_denormal(p: Fp, x: f64) -> f64 {
+    let tiny = match p.0 {
+        DType::Float32 => f32::MIN_POSITIVE as f64,
+        DType::Float64 => f64::MIN_POSITIVE,
+        _ => 0.0,
+    };
+    if x.abs() < tiny {
+        0.0
+    } else {
+        x
     }
 }
 
