@@ -115,3 +115,70 @@ fn circle(a: &Args) -> Result<Tensor, CallError> {
     let mask = values.map(|l| f64::from(u8::from(l > 0.0)));
     inp.finish(values, Some(&mask), c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::focal::tests::{call, f32, kind, values};
+    use crate::backend::{ErrorKind, Value};
+    use crate::tensor::{DType, Tensor};
+
+    fn labels(data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(DType::Int64, vec![data.len()], data.to_vec()).unwrap())
+    }
+
+    fn embeddings() -> Value {
+        f32(&[4, 2], &[0.6, 0.8, 0.0, 1.0, 1.0, 0.0, 0.8, -0.6])
+    }
+
+    #[test]
+    fn no_positive_or_no_negative_pairs_give_zero() {
+        for l in [[0.0, 1.0, 2.0, 3.0], [5.0; 4]] {
+            let none = values(call(
+                "Circle",
+                &[
+                    ("y_true", labels(&l)),
+                    ("y_pred", embeddings()),
+                    ("reduction", Value::Str("none".into())),
+                ],
+            ));
+            assert_eq!(none.to_f64_vec(), vec![0.0; 4]);
+            let mean = values(call(
+                "Circle",
+                &[("y_true", labels(&l)), ("y_pred", embeddings())],
+            ));
+            assert_eq!(mean.to_f64_vec(), vec![0.0]);
+        }
+    }
+
+    #[test]
+    fn the_mean_skips_anchors_with_zero_loss() {
+        let l = labels(&[0.0, 1.0, 0.0, 2.0]);
+        let none = values(call(
+            "Circle",
+            &[
+                ("y_true", l.clone()),
+                ("y_pred", embeddings()),
+                ("reduction", Value::Str("none".into())),
+            ],
+        ))
+        .to_f64_vec();
+        let positive: Vec<f64> = none.iter().copied().filter(|&x| x > 0.0).collect();
+        assert_eq!(positive.len(), 2);
+        let mean =
+            values(call("Circle", &[("y_true", l), ("y_pred", embeddings())])).to_f64_vec()[0];
+        let want = positive.iter().sum::<f64>() / 2.0;
+        assert!((mean - want).abs() <= 1e-5 * want, "{mean} vs {want}");
+    }
+
+    #[test]
+    fn label_count_must_match_the_batch() {
+        let o = call(
+            "Circle",
+            &[
+                ("y_true", labels(&[0.0, 1.0, 0.0])),
+                ("y_pred", embeddings()),
+            ],
+        );
+        assert_eq!(kind(o), ErrorKind::Shape);
+    }
+}

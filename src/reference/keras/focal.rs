@@ -314,3 +314,132 @@ fn softmax(p: Fp, x: &[f64]) -> Vec<f64> {
     let inv = p.r(1.0 / p.sum(&e));
     e.iter().map(|&v| p.r(v * inv)).collect()
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::Reference;
+    use crate::tensor::{DType, Tensor};
+
+    pub(in crate::reference::keras) fn f32(shape: &[usize], data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(DType::Float32, shape.to_vec(), data.to_vec()).unwrap())
+    }
+
+    pub(in crate::reference::keras) fn call(class: &str, args: &[(&str, Value)]) -> Outcome {
+        Reference.forward(&Call {
+            api: format!("tf.keras.losses.{class}"),
+            args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        })
+    }
+
+    pub(in crate::reference::keras) fn values(o: Outcome) -> Tensor {
+        match o {
+            Outcome::Value(t) => t,
+            other => panic!("expected a value, got {other:?}"),
+        }
+    }
+
+    pub(in crate::reference::keras) fn kind(o: Outcome) -> ErrorKind {
+        match o {
+            Outcome::Error(e) => e.kind,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    pub(in crate::reference::keras) fn close(a: &Tensor, b: &Tensor) {
+        assert_eq!(a.shape(), b.shape());
+        for (x, y) in a.to_f64_vec().iter().zip(b.to_f64_vec()) {
+            assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn gamma_zero_is_cross_entropy() {
+        let t = f32(&[2, 3], &[0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+        let p = f32(&[2, 3], &[0.05, 0.9, 0.05, 0.1, 0.85, 0.05]);
+        let none = ("reduction", Value::Str("none".into()));
+        let base = [("y_true", t), ("y_pred", p), none];
+        let gamma0 = ("gamma", Value::Float(0.0));
+        for from_logits in [false, true] {
+            let fl = ("from_logits", Value::Bool(from_logits));
+            let mut focal = base.to_vec();
+            focal.extend([gamma0.clone(), fl.clone()]);
+            let mut plain = base.to_vec();
+            plain.push(fl.clone());
+            let bfce = values(call("BinaryFocalCrossentropy", &focal));
+            close(&bfce, &values(call("BinaryCrossentropy", &plain)));
+            if !from_logits {
+                focal.push(("alpha", Value::Float(1.0)));
+                let cfce = values(call("CategoricalFocalCrossentropy", &focal));
+                close(&cfce, &values(call("CategoricalCrossentropy", &plain)));
+            }
+        }
+    }
+
+    #[test]
+    fn focusing_only_lowers_the_loss_of_probabilities() {
+        let t = f32(&[1, 4], &[0.0, 1.0, 1.0, 0.0]);
+        let p = f32(&[1, 4], &[0.2, 0.7, 0.4, 0.9]);
+        let run = |gamma: f64| {
+            values(call(
+                "BinaryFocalCrossentropy",
+                &[
+                    ("y_true", t.clone()),
+                    ("y_pred", p.clone()),
+                    ("gamma", Value::Float(gamma)),
+                ],
+            ))
+            .to_f64_vec()[0]
+        };
+        assert!(run(2.0) < run(1.0) && run(1.0) < run(0.0));
+    }
+
+    #[test]
+    fn axes_shapes_and_errors() {
+        let t = f32(&[2, 3], &[0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+        let p = f32(&[2, 3], &[0.2, 0.5, 0.3, 0.1, 0.1, 0.8]);
+        let with = |class: &str, extra: Vec<(&str, Value)>| {
+            let mut args = vec![
+                ("y_true", t.clone()),
+                ("y_pred", p.clone()),
+                ("reduction", Value::Str("none".into())),
+            ];
+            args.extend(extra);
+            call(class, &args)
+        };
+        let axis0 = values(with(
+            "BinaryFocalCrossentropy",
+            vec![("axis", Value::Int(0))],
+        ));
+        assert_eq!(axis0.shape(), &[3]);
+        let all = values(with("BinaryFocalCrossentropy", vec![("axis", Value::Null)]));
+        assert_eq!(all.shape(), &[] as &[usize]);
+        let list = values(with(
+            "BinaryFocalCrossentropy",
+            vec![("axis", Value::IntList(vec![0, 1]))],
+        ));
+        close(&all, &list);
+        for class in ["BinaryFocalCrossentropy", "CategoricalFocalCrossentropy"] {
+            let out = with(class, vec![("axis", Value::Int(2))]);
+            assert_eq!(kind(out), ErrorKind::Argument, "{class}");
+        }
+        let bool_axis = with(
+            "CategoricalFocalCrossentropy",
+            vec![("axis", Value::Bool(true))],
+        );
+        assert_eq!(kind(bool_axis), ErrorKind::Argument);
+        let alpha = with(
+            "CategoricalFocalCrossentropy",
+            vec![("alpha", Value::IntList(vec![1, 2]))],
+        );
+        assert_eq!(kind(alpha), ErrorKind::Shape);
+        let short = call(
+            "BinaryFocalCrossentropy",
+            &[("y_true", t.clone()), ("y_pred", f32(&[2, 2], &[0.5; 4]))],
+        );
+        assert_eq!(kind(short), ErrorKind::Shape);
+    }
+}

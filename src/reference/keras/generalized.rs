@@ -54,3 +54,54 @@ fn categorical_generalized_cross_entropy(a: &Args) -> Result<Tensor, CallError> 
         .map(|v| p.r(p.r(1.0 - tf_pow(p, v, q)) / q));
     inp.finish(values, None, c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::focal::tests::{call, f32, kind, values};
+    use crate::backend::{ErrorKind, Value};
+    use crate::tensor::{DType, Tensor};
+
+    fn labels(data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(DType::Int64, vec![data.len()], data.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn q_outside_the_open_interval_is_an_argument_error() {
+        for q in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
+            let o = call(
+                "CategoricalGeneralizedCrossEntropy",
+                &[
+                    ("y_true", labels(&[0.0])),
+                    ("y_pred", f32(&[1, 2], &[0.5, 0.5])),
+                    ("q", Value::Float(q)),
+                ],
+            );
+            assert_eq!(kind(o), ErrorKind::Argument, "q = {q}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_labels_cost_one_over_q_and_column_labels_broadcast() {
+        let p = f32(&[3, 2], &[0.7, 0.3, 0.2, 0.8, 0.6, 0.4]);
+        let none = ("reduction", Value::Str("none".into()));
+        let o = values(call(
+            "CategoricalGeneralizedCrossEntropy",
+            &[
+                ("y_true", labels(&[5.0, -1.0, 0.0])),
+                ("y_pred", p.clone()),
+                none.clone(),
+            ],
+        ));
+        assert_eq!(o.shape(), &[3]);
+        let v = o.to_f64_vec();
+        assert_eq!((v[0], v[1]), (2.0, 2.0));
+        assert!(v[2] > 0.0 && v[2] < 2.0);
+        let column =
+            Value::Tensor(Tensor::from_f64(DType::Int64, vec![3, 1], vec![0.0, 1.0, 0.0]).unwrap());
+        let o = values(call(
+            "CategoricalGeneralizedCrossEntropy",
+            &[("y_true", column), ("y_pred", p), none],
+        ));
+        assert_eq!(o.shape(), &[3, 3]);
+    }
+}

@@ -54,3 +54,62 @@ fn tversky(a: &Args) -> Result<Tensor, CallError> {
     let values = intersection.zip(&denominator, |i, d| p.r(1.0 - p.r(i / d)))?;
     inp.finish(values, None, c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::focal::tests::{call, close, f32, kind, values};
+    use crate::backend::{ErrorKind, Value};
+
+    #[test]
+    fn tversky_one_half_is_dice_and_empty_masks_cost_one() {
+        let t = f32(&[2, 2], &[1.0, 0.5, 0.0, 1.0]);
+        let p = f32(&[2, 2], &[0.3, 0.9, 0.2, 0.8]);
+        let args = [
+            ("y_true", t),
+            ("y_pred", p),
+            ("axis", Value::Int(1)),
+            ("reduction", Value::Str("none".into())),
+        ];
+        close(
+            &values(call("Dice", &args)),
+            &values(call("Tversky", &args)),
+        );
+        for class in ["Dice", "Tversky"] {
+            let zeros = f32(&[2, 3], &[0.0; 6]);
+            let o = values(call(class, &[("y_true", zeros.clone()), ("y_pred", zeros)]));
+            assert_eq!(o.shape(), &[] as &[usize]);
+            assert_eq!(o.to_f64_vec(), vec![1.0], "{class}");
+        }
+    }
+
+    #[test]
+    fn shapes_broadcast_or_raise() {
+        for class in ["Dice", "Tversky"] {
+            let o = values(call(
+                class,
+                &[
+                    ("y_true", f32(&[1, 3], &[1.0, 0.0, 1.0])),
+                    ("y_pred", f32(&[2, 1], &[0.5, 0.5])),
+                ],
+            ));
+            assert_eq!(o.shape(), &[] as &[usize]);
+            let o = call(
+                class,
+                &[
+                    ("y_true", f32(&[1, 2], &[1.0, 0.0])),
+                    ("y_pred", f32(&[1, 3], &[0.5; 3])),
+                ],
+            );
+            assert_eq!(kind(o), ErrorKind::Shape, "{class}");
+            let o = call(
+                class,
+                &[
+                    ("y_true", f32(&[1, 2], &[1.0, 0.0])),
+                    ("y_pred", f32(&[1, 2], &[0.5; 2])),
+                    ("axis", Value::Int(2)),
+                ],
+            );
+            assert_eq!(kind(o), ErrorKind::Argument, "{class}");
+        }
+    }
+}

@@ -116,3 +116,70 @@ fn fmax(x: f64, y: f64) -> f64 {
         x.max(y)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::focal::tests::{call, close, f32, kind, values};
+    use crate::backend::{ErrorKind, Value};
+
+    #[test]
+    fn log_cosh_is_even_and_linear_in_the_tails() {
+        let a = f32(&[1, 3], &[0.5, -2.0, 3.0]);
+        let b = f32(&[1, 3], &[-1.5, 2.0, 1.0e4]);
+        let ab = values(call(
+            "LogCosh",
+            &[("y_true", a.clone()), ("y_pred", b.clone())],
+        ));
+        let ba = values(call("LogCosh", &[("y_true", b), ("y_pred", a)]));
+        close(&ab, &ba);
+        assert!(ab.to_f64_vec()[0].is_finite());
+    }
+
+    #[test]
+    fn msle_clamps_and_mape_guards_zero_targets() {
+        let zero = f32(&[1, 3], &[0.0, 0.0, 0.0]);
+        let negative = f32(&[1, 3], &[-5.0, -1.0, -1.0e30]);
+        let msle = values(call(
+            "MeanSquaredLogarithmicError",
+            &[("y_true", zero.clone()), ("y_pred", negative)],
+        ));
+        assert_eq!(msle.to_f64_vec(), vec![0.0]);
+        let mape = values(call(
+            "MeanAbsolutePercentageError",
+            &[("y_true", zero), ("y_pred", f32(&[1, 3], &[1.0, 0.0, 0.0]))],
+        ));
+        assert!(mape.to_f64_vec()[0].is_finite() && mape.to_f64_vec()[0] > 1e8);
+    }
+
+    #[test]
+    fn scalars_and_mismatched_shapes_raise() {
+        for class in [
+            "LogCosh",
+            "MeanAbsolutePercentageError",
+            "MeanSquaredLogarithmicError",
+        ] {
+            let scalar = call(
+                class,
+                &[("y_true", f32(&[], &[1.0])), ("y_pred", f32(&[], &[2.0]))],
+            );
+            assert_eq!(kind(scalar), ErrorKind::Shape, "{class}");
+            let mismatch = call(
+                class,
+                &[
+                    ("y_true", f32(&[1, 2], &[1.0, 2.0])),
+                    ("y_pred", f32(&[1, 3], &[1.0; 3])),
+                ],
+            );
+            assert_eq!(kind(mismatch), ErrorKind::Shape, "{class}");
+            let bad = call(
+                class,
+                &[
+                    ("y_true", f32(&[1, 2], &[1.0, 2.0])),
+                    ("y_pred", f32(&[1, 2], &[1.0, 2.0])),
+                    ("reduction", Value::Str("avg".into())),
+                ],
+            );
+            assert_eq!(kind(bad), ErrorKind::Argument, "{class}");
+        }
+    }
+}
