@@ -1,6 +1,238 @@
 //! Reference kernels for `tf.keras.losses.CosineSimilarity`.
+//!
+//! Keras 3.15.1 (`keras/src/losses/losses.py`, `keras/src/ops/nn.py`), every op in the loss
+//! dtype:
+//!
+//! ```text
+//! y_pred = normalize(y_pred, axis); y_true = normalize(y_true, axis)
+//! loss   = -sum(y_true * y_pred, axis)
+//! normalize(x): x = expand_dims(x, 0) if x is 0-d
+//!               x * minimum(rsqrt(sum(square(x), axis, keepdims=True)), 1 / 1e-7)
+//! ```
+//!
+//! The inverse norm is capped at `1 / epsilon` (rounded to the loss dtype: `inf` in float16),
+//! so a zero vector gives `-0` (NaN in float16, `0 * inf`) and vectors shorter than 1e-7 are
+//! scaled too little. A squared norm that overflows gives `rsqrt(inf) = 0`. In float16 and
+//! bfloat16, `rsqrt` of a short tensor is not correctly rounded ([`rsqrt`]). `axis` is an
+//! integer, a list of integers, or None (every axis: one loss for the whole batch).
 
-use crate::reference::Kernel;
+use super::reduction::{only_known, Common};
+use super::{Inputs, EPSILON};
+use crate::backend::{CallError, Value};
+use crate::reference::tf_nn::l2::reduce_sum;
+use crate::reference::tf_nn::nd::{canonical_axis, Fp, Nd};
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
 
 /// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];
+pub const KERNELS: &[(&str, Kernel)] = &[("tf.keras.losses.CosineSimilarity", cosine_similarity)];
+
+/// The `axis` option: `None` reduces every axis.
+fn read_axis(a: &Args) -> Result<Option<Vec<i64>>, CallError> {
+    match a.get("axis") {
+        None => Ok(Some(vec![-1])),
+        Some(Value::Null) => Ok(None),
+        Some(Value::Int(i)) => Ok(Some(vec![*i])),
+        Some(Value::IntList(l)) => Ok(Some(l.clone())),
+        Some(v) => Err(CallError::argument(format!(
+            "{}: 'axis' must be an integer, a list of integers or None, got {}",
+            a.api(),
+            v.describe()
+        ))),
+    }
+}
+
+/// For a `tf.reduce_sum` over `axes` of an array of `shape`: the output shape (with
+/// `keepdims`, the reduced axes have size 1) and, for each element, the index of its output.
+/// Errors as TensorFlow's "Invalid reduction dimension".
+fn reduction_groups(
+    shape: &[usize],
+    axes: Option<&[i64]>,
+) -> Result<(Vec<usize>, Vec<usize>), CallError> {
+    let rank = shape.len();
+    let mut reduced = vec![axes.is_none(); rank];
+    for &axis in axes.unwrap_or(&[]) {
+        let bad = |kind: fn(String) -> CallError| {
+            kind(format!(
+                "Invalid reduction dimension ({axis} for input with {rank} dimension(s)"
+            ))
+        };
+        if rank == 0 {
+            return Err(bad(CallError::shape));
+        }
+        let k = canonical_axis(axis, rank).ok_or_else(|| bad(CallError::argument))?;
+        reduced[k] = true;
+    }
+    let kept: Vec<usize> = shape
+        .iter()
+        .zip(&reduced)
+        .map(|(&d, &r)| if r { 1 } else { d })
+        .collect();
+    let n: usize = shape.iter().product();
+    let mut group = Vec::with_capacity(n);
+    let mut index = vec![0usize; rank];
+    for _ in 0..n {
+        let g = index
+            .iter()
+            .zip(&kept)
+            .zip(&reduced)
+            .fold(0, |acc, ((&i, &d), &r)| acc * d + if r { 0 } else { i });
+        group.push(g);
+        for ax in (0..rank).rev() {
+            index[ax] += 1;
+            if index[ax] < shape[ax] {
+                break;
+            }
+            index[ax] = 0;
+        }
+    }
+    Ok((kept, group))
+}
+
+/// `tf.reduce_sum(x, axes, keepdims=True)`, each output summing its terms in memory order.
+fn sum_keepdims(p: Fp, x: &Nd, axes: Option<&[i64]>) -> Result<Nd, CallError> {
+    let (kept, group) = reduction_groups(&x.shape, axes)?;
+    let mut terms: Vec<Vec<f64>> = vec![Vec::new(); kept.iter().product()];
+    for (&g, &v) in group.iter().zip(&x.data) {
+        terms[g].push(v);
+    }
+    let data = terms.iter().map(|t| reduce_sum(p, t)).collect();
+    Ok(Nd::new(kept, data))
+}
+
+/// Keras' `normalize(x, axis)` (order 2): `x * minimum(rsqrt(sum(x^2)), 1 / epsilon)`.
+fn normalize(p: Fp, x: Nd, axes: Option<&[i64]>) -> Result<Nd, CallError> {
+    let x = if x.rank() == 0 { x.expand(0) } else { x };
+    let squares = x.map(|v| p.r(v * v));
+    let cap = p.r(1.0 / EPSILON);
+    let sums = sum_keepdims(p, &squares, axes)?;
+    let vectorized = sums.len() / PACKET * PACKET;
+    let inv: Vec<f64> = sums
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let r = rsqrt(p, s, i < vectorized);
+            if r.is_nan() {
+                r
+            } else {
+                r.min(cap)
+            }
+        })
+        .collect();
+    x.zip(&Nd::new(sums.shape.clone(), inv), |v, i| p.r(v * i))
+}
+
+/// Lanes of Eigen's float16 / bfloat16 packets: elementwise ops evaluate the first
+/// `len / PACKET * PACKET` elements with packet code, the rest one by one.
+const PACKET: usize = 8;
+
+/// `tf.math.rsqrt` of one element. The packet path computes in float32 and rounds once; Eigen's
+/// scalar float16 / bfloat16 path (the tail of a tensor, every element of one shorter than a
+/// packet) takes the square root in the dtype, rounds, then the reciprocal, rounds again: for
+/// `5.359375` in float16, `0.43212890625` instead of the correctly rounded `0.431884765625`.
+fn rsqrt(p: Fp, s: f64, packet: bool) -> f64 {
+    match p.0 {
+        DType::Float16 | DType::Bfloat16 if !packet => p.r(1.0 / p.r(s.sqrt())),
+        _ => p.r(1.0 / s.sqrt()),
+    }
+}
+
+fn cosine_similarity(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &["axis"])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let axes = read_axis(a)?;
+    let axes = axes.as_deref();
+    let inp = Inputs::read(a, c)?;
+    let y_pred = normalize(p, inp.y_pred.clone(), axes)?;
+    let y_true = normalize(p, inp.y_true.clone(), axes)?;
+    let prod = y_true.zip(&y_pred, |t, y| p.r(t * y))?;
+    let summed = sum_keepdims(p, &prod, axes)?;
+    // keepdims=False: drop the reduced axes.
+    let (kept, _) = reduction_groups(&prod.shape, axes)?;
+    let shape = match axes {
+        None => vec![],
+        Some(_) => {
+            let mut reduced = vec![false; prod.rank()];
+            for &axis in axes.unwrap_or(&[]) {
+                if let Some(k) = canonical_axis(axis, prod.rank()) {
+                    reduced[k] = true;
+                }
+            }
+            kept.iter()
+                .zip(&reduced)
+                .filter(|(_, &r)| !r)
+                .map(|(&d, _)| d)
+                .collect()
+        }
+    };
+    let values = summed.map(|s| -s).reshape(shape);
+    inp.finish(values, None, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::Reference;
+    use crate::tensor::{DType, Tensor};
+
+    fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
+    }
+
+    fn call(args: Vec<(&str, Value)>) -> Outcome {
+        let call = Call {
+            api: "tf.keras.losses.CosineSimilarity".into(),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        Reference.forward(&call)
+    }
+
+    fn value(o: Outcome) -> Tensor {
+        match o {
+            Outcome::Value(t) => t,
+            other => panic!("expected a value, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn negative_cosine_per_sample() {
+        let y_true = t(DType::Float64, &[3, 2], &[0.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        let y_pred = t(DType::Float64, &[3, 2], &[1.0, 0.0, 1.0, 1.0, -1.0, -1.0]);
+        let out = value(call(vec![
+            ("y_true", y_true),
+            ("y_pred", y_pred),
+            ("reduction", Value::Str("none".into())),
+            ("dtype", Value::Str("float64".into())),
+        ]));
+        let v = out.to_f64_vec();
+        assert_eq!(out.shape(), &[3]);
+        assert!(v[0] == 0.0 && (v[1] + 1.0).abs() < 1e-15 && (v[2] - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn axis_choices_and_zero_vectors() {
+        let x = t(DType::Float32, &[2, 3], &[1.0, 2.0, 3.0, 1.0, 0.0, 0.0]);
+        let y = t(DType::Float32, &[2, 3], &[1.0, 2.0, 3.0, 0.0, 1.0, 0.5]);
+        let run = |axis: Value| {
+            call(vec![
+                ("y_true", x.clone()),
+                ("y_pred", y.clone()),
+                ("reduction", Value::Str("none".into())),
+                ("axis", axis),
+            ])
+        };
+        assert_eq!(value(run(Value::Int(0))).shape(), &[3]);
+        assert_eq!(value(run(Value::Int(-2))), value(run(Value::Int(0))));
+        assert_eq!(value(run(Value::Null)).shape(), &[] as &[usize]);
+        let err = run(Value::Int(2));
+        assert!(matches!(err, Outcome::Error(e) if e.kind == ErrorKind::Argument));
+        let zero = value(call(vec![
+            ("y_true", t(DType::Float32, &[1, 3], &[0.0; 3])),
+            ("y_pred", t(DType::Float32, &[1, 3], &[1.0, 2.0, 3.0])),
+            ("reduction", Value::Str("none".into())),
+        ]));
+        assert_eq!(zero.to_f64_vec(), vec![0.0]);
+    }
+}

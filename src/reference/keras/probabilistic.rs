@@ -1,6 +1,149 @@
 //! Reference kernels for `tf.keras.losses.KLDivergence` and `Poisson`.
+//!
+//! Keras 3.15.1 (`keras/src/losses/losses.py`), every op in the loss dtype:
+//!
+//! ```text
+//! kl_divergence: y_true = clip(y_true, 1e-7, 1); y_pred = clip(y_pred, 1e-7, 1)
+//!                sum(y_true * log(y_true / y_pred), axis=-1)
+//! poisson:       mean(y_pred - y_true * log(y_pred + 1e-7), axis=-1)
+//! ```
+//!
+//! Clipping makes every KL term finite (P = 0 contributes `1e-7 log(1e-7 / q)`, not 0); NaN
+//! passes `clip_by_value`. `ops.sum` is `tf.reduce_sum` in the loss dtype ([`reduce_sum`]);
+//! `ops.mean` averages float16 and bfloat16 in float32. Inputs and weights are then reduced by
+//! [`Inputs::finish`].
 
-use crate::reference::Kernel;
+use super::reduction::{only_known, Common};
+use super::{mean_axis, reduce_axis_index, Inputs, EPSILON};
+use crate::backend::CallError;
+use crate::reference::tf_nn::l2::reduce_sum;
+use crate::reference::tf_nn::nd::{Fp, Nd};
+use crate::reference::{Args, Kernel};
+use crate::tensor::Tensor;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
-pub const KERNELS: &[(&str, Kernel)] = &[];
+pub const KERNELS: &[(&str, Kernel)] = &[
+    ("tf.keras.losses.KLDivergence", kl_divergence),
+    ("tf.keras.losses.Poisson", poisson),
+];
+
+/// `tf.clip_by_value(x, lo, hi)`: `maximum(minimum(x, hi), lo)`, NaN propagating.
+pub(crate) fn clip_by_value(x: f64, lo: f64, hi: f64) -> f64 {
+    if x.is_nan() {
+        x
+    } else {
+        x.min(hi).max(lo)
+    }
+}
+
+/// `ops.sum(x, axis)` for one Python axis.
+pub(crate) fn sum_axis(p: Fp, x: &Nd, axis: i64) -> Result<Nd, CallError> {
+    let k = reduce_axis_index(x, axis)?;
+    Ok(x.reduce_axis(k, |f| reduce_sum(p, f)))
+}
+
+fn kl_divergence(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let inp = Inputs::read(a, c)?;
+    let lo = p.r(EPSILON);
+    let clip = |x: f64| clip_by_value(x, lo, 1.0);
+    let terms = inp.y_true.zip(&inp.y_pred, |t, q| {
+        let (t, q) = (clip(t), clip(q));
+        p.r(t * p.ln(p.r(t / q)))
+    })?;
+    let values = sum_axis(p, &terms, -1)?;
+    inp.finish(values, None, c)
+}
+
+fn poisson(a: &Args) -> Result<Tensor, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let inp = Inputs::read(a, c)?;
+    let eps = p.r(EPSILON);
+    let terms = inp
+        .y_true
+        .zip(&inp.y_pred, |t, q| p.r(q - p.r(t * p.ln(p.r(q + eps)))))?;
+    let values = mean_axis(p, &terms, Some(-1))?;
+    inp.finish(values, None, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::Reference;
+    use crate::tensor::{DType, Tensor};
+
+    fn f32(shape: &[usize], data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(DType::Float32, shape.to_vec(), data.to_vec()).unwrap())
+    }
+
+    fn call(class: &str, args: Vec<(&str, Value)>) -> Outcome {
+        let call = Call {
+            api: format!("tf.keras.losses.{class}"),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        Reference.forward(&call)
+    }
+
+    fn values(o: Outcome) -> Vec<f64> {
+        match o {
+            Outcome::Value(t) => t.to_f64_vec(),
+            other => panic!("expected a value, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kl_is_the_batch_mean_of_row_divergences() {
+        // framework-differences #9: 0.255953 (= torch batchmean).
+        let args = || {
+            vec![
+                ("y_true", f32(&[2, 2], &[0.5, 0.5, 0.9, 0.1])),
+                ("y_pred", f32(&[2, 2], &[0.25, 0.75, 0.5, 0.5])),
+            ]
+        };
+        let v = values(call("KLDivergence", args()))[0];
+        assert!((v - 0.255953).abs() < 1e-6, "{v}");
+        let mut none = args();
+        none.push(("reduction", Value::Str("none".into())));
+        assert_eq!(values(call("KLDivergence", none)).len(), 2);
+    }
+
+    #[test]
+    fn kl_clips_both_arguments() {
+        let out = values(call(
+            "KLDivergence",
+            vec![
+                ("y_true", f32(&[2, 2], &[1.0, 0.0, 2.0, -1.0])),
+                ("y_pred", f32(&[2, 2], &[0.0, 1.0, 1.0, 1.0])),
+                ("reduction", Value::Str("none".into())),
+            ],
+        ));
+        // P = 1 against Q = 0 (read as 1e-7): log(1e7); P = 0 adds 1e-7 log(1e-7).
+        let eps = 1e-7f32 as f64;
+        let want = (1.0 / eps).ln() + eps * eps.ln();
+        assert!((out[0] - want).abs() < 1e-5 * want, "{} vs {want}", out[0]);
+        assert!((out[1] - eps * eps.ln()).abs() < 1e-9, "{}", out[1]);
+    }
+
+    #[test]
+    fn poisson_adds_epsilon_inside_the_log() {
+        let out = values(call(
+            "Poisson",
+            vec![
+                ("y_true", f32(&[2, 1], &[1.0, 0.0])),
+                ("y_pred", f32(&[2, 1], &[0.0, 0.0])),
+                ("reduction", Value::Str("none".into())),
+            ],
+        ));
+        assert!((out[0] - 16.118095).abs() < 1e-5, "{}", out[0]);
+        assert_eq!(out[1], 0.0);
+        let scalar = call(
+            "Poisson",
+            vec![("y_true", f32(&[], &[1.0])), ("y_pred", f32(&[], &[1.0]))],
+        );
+        assert!(matches!(scalar, Outcome::Error(e) if e.kind == ErrorKind::Shape));
+    }
+}
