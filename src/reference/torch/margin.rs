@@ -509,3 +509,433 @@ pub fn multi_margin_loss(args: &Args) -> Result<Tensor, CallError> {
     };
     Ok(out.tensor())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Properties that hold whatever PyTorch's exact values: identities of the formulas, output
+    //! shapes and dtypes, reductions and error kinds. Values are checked by the cases.
+
+    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::Reference;
+    use crate::tensor::{DType, Tensor};
+
+    pub(crate) fn t(dtype: DType, shape: &[usize], data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(dtype, shape.to_vec(), data.to_vec()).unwrap())
+    }
+
+    pub(crate) fn f64s(shape: &[usize], data: &[f64]) -> Value {
+        t(DType::Float64, shape, data)
+    }
+
+    pub(crate) fn long(shape: &[usize], data: &[i64]) -> Value {
+        Value::Tensor(Tensor::from_i64(DType::Int64, shape.to_vec(), data.to_vec()).unwrap())
+    }
+
+    pub(crate) fn s(x: &str) -> Value {
+        Value::Str(x.into())
+    }
+
+    pub(crate) fn call(f: &str, args: &[(&str, Value)]) -> Outcome {
+        let args = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        Reference.forward(&Call {
+            api: format!("torch.nn.functional.{f}"),
+            args,
+        })
+    }
+
+    pub(crate) fn value(f: &str, args: &[(&str, Value)]) -> Tensor {
+        match call(f, args) {
+            Outcome::Value(t) => t,
+            other => panic!("{f}: expected a value, got {other:?}"),
+        }
+    }
+
+    pub(crate) fn error_kind(f: &str, args: &[(&str, Value)]) -> ErrorKind {
+        match call(f, args) {
+            Outcome::Error(e) => e.kind,
+            other => panic!("{f}: expected an error, got {other:?}"),
+        }
+    }
+
+    pub(crate) fn close(a: &[f64], b: &[f64]) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-12 * (1.0 + y.abs()) || (x.is_nan() && y.is_nan()),
+                "{a:?} vs {b:?}"
+            );
+        }
+    }
+
+    const X: [f64; 6] = [0.3, 1.5, -0.5, 2.0, -1.25, 0.75];
+
+    #[test]
+    fn labels_outside_pm1_follow_the_formulas() {
+        let x = f64s(&[6], &X);
+        let zeros = f64s(&[6], &[0.0; 6]);
+        // hinge: y = 0 takes both terms, x + max(0, margin - x) = max(x, margin).
+        let h = value(
+            "hinge_embedding_loss",
+            &[
+                ("input", x.clone()),
+                ("target", zeros.clone()),
+                ("margin", Value::Float(0.5)),
+                ("reduction", s("none")),
+            ],
+        );
+        close(&h.to_f64_vec(), &X.map(|v| v.max(0.5)));
+        // margin ranking: y = 0 gives max(0, margin) whatever the scores.
+        let m = value(
+            "margin_ranking_loss",
+            &[
+                ("input1", x.clone()),
+                ("input2", f64s(&[6], &[9.0; 6])),
+                ("target", zeros.clone()),
+                ("margin", Value::Float(0.25)),
+                ("reduction", s("none")),
+            ],
+        );
+        close(&m.to_f64_vec(), &[0.25; 6]);
+        // soft margin: y = 0 gives log 2.
+        let sm = value(
+            "soft_margin_loss",
+            &[("input", x), ("target", zeros), ("reduction", s("none"))],
+        );
+        close(&sm.to_f64_vec(), &[std::f64::consts::LN_2; 6]);
+    }
+
+    #[test]
+    fn mean_is_sum_over_count_and_legacy_flags_map_to_reductions() {
+        let x = f64s(&[2, 3], &X);
+        let y = f64s(&[2, 3], &[1.0, -1.0, -1.0, 1.0, 1.0, -1.0]);
+        for f in ["hinge_embedding_loss", "soft_margin_loss"] {
+            let with = |extra: &[(&str, Value)]| {
+                let mut a = vec![("input", x.clone()), ("target", y.clone())];
+                a.extend(extra.iter().cloned());
+                value(f, &a)
+            };
+            let sum = with(&[("reduction", s("sum"))]).to_f64_vec()[0];
+            let mean = with(&[]).to_f64_vec()[0];
+            close(&[mean], &[sum / 6.0]);
+            let none = with(&[("reduction", s("none"))]);
+            assert_eq!(none.shape(), &[2, 3]);
+            assert_eq!(
+                with(&[("size_average", Value::Bool(false))]).to_f64_vec(),
+                vec![sum]
+            );
+            // The legacy pair wins over an invalid reduction.
+            assert_eq!(
+                with(&[("reduce", Value::Bool(false)), ("reduction", s("avg"))]),
+                none
+            );
+            assert_eq!(
+                error_kind(
+                    f,
+                    &[
+                        ("input", x.clone()),
+                        ("target", y.clone()),
+                        ("reduction", s("avg"))
+                    ]
+                ),
+                ErrorKind::Argument
+            );
+        }
+    }
+
+    #[test]
+    fn integer_dtypes_follow_the_op_chain() {
+        let xi = long(&[3], &[1, 2, 0]);
+        let yi = long(&[3], &[1, -1, -1]);
+        // hinge keeps int64 (margin - x fills the margin into an int64 tensor); mean rejects it.
+        let h = value(
+            "hinge_embedding_loss",
+            &[
+                ("input", xi.clone()),
+                ("target", yi.clone()),
+                ("reduction", s("sum")),
+            ],
+        );
+        assert_eq!(h.dtype(), DType::Int64);
+        assert_eq!(
+            error_kind(
+                "hinge_embedding_loss",
+                &[("input", xi.clone()), ("target", yi.clone())]
+            ),
+            ErrorKind::Dtype
+        );
+        // margin ranking adds a float margin: float32.
+        let m = value(
+            "margin_ranking_loss",
+            &[
+                ("input1", xi.clone()),
+                ("input2", xi.clone()),
+                ("target", yi.clone()),
+            ],
+        );
+        assert_eq!(m.dtype(), DType::Float32);
+        // soft margin writes exp() into the int64 input: rejected.
+        assert_eq!(
+            error_kind("soft_margin_loss", &[("input", xi), ("target", yi)]),
+            ErrorKind::Dtype
+        );
+    }
+
+    #[test]
+    fn margin_ranking_needs_equal_ranks_but_broadcasts_sizes() {
+        let x = f64s(&[3], &[1.0, 2.0, 3.0]);
+        assert_eq!(
+            error_kind(
+                "margin_ranking_loss",
+                &[
+                    ("input1", x.clone()),
+                    ("input2", x.clone()),
+                    ("target", f64s(&[], &[1.0]))
+                ]
+            ),
+            ErrorKind::Shape
+        );
+        let out = value(
+            "margin_ranking_loss",
+            &[
+                ("input1", x.clone()),
+                ("input2", f64s(&[1], &[0.0])),
+                ("target", f64s(&[1], &[-1.0])),
+                ("reduction", s("none")),
+            ],
+        );
+        assert_eq!(out.shape(), &[3]);
+        assert_eq!(
+            error_kind(
+                "margin_ranking_loss",
+                &[
+                    ("input1", x.clone()),
+                    ("input2", f64s(&[2], &[0.0, 1.0])),
+                    ("target", x)
+                ]
+            ),
+            ErrorKind::Shape
+        );
+    }
+
+    #[test]
+    fn multilabel_margin_shapes_layout_and_errors() {
+        let x = f64s(&[2, 4], &[0.1, 0.2, 0.4, 0.8, 0.5, 0.1, 0.3, 0.2]);
+        let y = long(&[2, 4], &[3, 0, -1, 1, -1, 2, 2, 2]);
+        let none = value(
+            "multilabel_margin_loss",
+            &[
+                ("input", x.clone()),
+                ("target", y.clone()),
+                ("reduction", s("none")),
+            ],
+        );
+        assert_eq!(none.shape(), &[2]);
+        // A row whose first entry is -1 lists no labels: 0.
+        assert_eq!(none.to_f64_vec()[1], 0.0);
+        let mean = value(
+            "multilabel_margin_loss",
+            &[("input", x.clone()), ("target", y.clone())],
+        );
+        close(
+            &mean.to_f64_vec(),
+            &[none.to_f64_vec().iter().sum::<f64>() / 2.0],
+        );
+        // A duplicated label counts twice.
+        let once = value(
+            "multilabel_margin_loss",
+            &[
+                ("input", f64s(&[4], &[0.1, 0.2, 0.4, 0.8])),
+                ("target", long(&[4], &[3, -1, 0, 0])),
+            ],
+        );
+        let twice = value(
+            "multilabel_margin_loss",
+            &[
+                ("input", f64s(&[4], &[0.1, 0.2, 0.4, 0.8])),
+                ("target", long(&[4], &[3, 3, -1, 0])),
+            ],
+        );
+        assert_eq!(once.shape(), &[] as &[usize]);
+        close(&twice.to_f64_vec(), &[2.0 * once.to_f64_vec()[0]]);
+        // Entries after the first -1 are still range-checked.
+        assert_eq!(
+            error_kind(
+                "multilabel_margin_loss",
+                &[
+                    ("input", x.clone()),
+                    ("target", long(&[2, 4], &[0, -1, 7, 0, -1, 0, 0, 0]))
+                ]
+            ),
+            ErrorKind::Value
+        );
+        assert_eq!(
+            error_kind(
+                "multilabel_margin_loss",
+                &[("input", x.clone()), ("target", long(&[1, 4], &[0; 4]))]
+            ),
+            ErrorKind::Shape
+        );
+        let half = t(DType::Float16, &[1, 2], &[0.5, 0.25]);
+        assert_eq!(
+            error_kind(
+                "multilabel_margin_loss",
+                &[("input", half), ("target", long(&[1, 2], &[0, -1]))]
+            ),
+            ErrorKind::Dtype
+        );
+        let y32 = Value::Tensor(Tensor::from_i64(DType::Int32, vec![2, 4], vec![0; 8]).unwrap());
+        assert_eq!(
+            error_kind("multilabel_margin_loss", &[("input", x), ("target", y32)]),
+            ErrorKind::Dtype
+        );
+    }
+
+    #[test]
+    fn multilabel_and_multi_margin_swallow_nan_scores() {
+        let x = f64s(&[1, 4], &[0.5, f64::NAN, 0.0, 0.0]);
+        let ml = value(
+            "multilabel_margin_loss",
+            &[
+                ("input", x.clone()),
+                ("target", long(&[1, 4], &[0, -1, 0, 0])),
+            ],
+        );
+        assert!(ml.to_f64_vec()[0].is_finite());
+        let mm = value(
+            "multi_margin_loss",
+            &[("input", x), ("target", long(&[1], &[0]))],
+        );
+        assert!(mm.to_f64_vec()[0].is_finite());
+        let nan_margin = value(
+            "multi_margin_loss",
+            &[
+                ("input", f64s(&[1, 3], &[0.1, 0.2, 0.3])),
+                ("target", long(&[1], &[0])),
+                ("margin", Value::Str("nan".into())),
+            ],
+        );
+        assert_eq!(nan_margin.to_f64_vec(), vec![0.0]);
+    }
+
+    #[test]
+    fn multi_margin_p_weight_shapes_and_errors() {
+        let x = f64s(&[2, 4], &[0.1, 0.2, 0.4, 0.8, 0.9, -0.3, 0.2, 0.0]);
+        let y = long(&[2], &[3, 2]);
+        let base = |extra: &[(&'static str, Value)]| -> Vec<(&'static str, Value)> {
+            let mut a = vec![
+                ("input", x.clone()),
+                ("target", y.clone()),
+                ("reduction", s("none")),
+            ];
+            a.extend(extra.iter().cloned());
+            a
+        };
+        let p1 = value("multi_margin_loss", &base(&[]));
+        assert_eq!(p1.shape(), &[2]);
+        assert_eq!(
+            value("multi_margin_loss", &base(&[("p", Value::Float(1.0))])),
+            p1
+        );
+        assert_eq!(
+            value("multi_margin_loss", &base(&[("p", Value::Bool(true))])),
+            p1
+        );
+        let p2 = value("multi_margin_loss", &base(&[("p", Value::Int(2))]));
+        assert_eq!(
+            value("multi_margin_loss", &base(&[("p", Value::Float(2.0))])),
+            p2
+        );
+        for p in [Value::Int(3), Value::Int(0), Value::Float(2.5)] {
+            assert_eq!(
+                error_kind("multi_margin_loss", &base(&[("p", p)])),
+                ErrorKind::Argument
+            );
+        }
+        // A uniform weight w scales every sample by w.
+        let w = value(
+            "multi_margin_loss",
+            &base(&[("weight", f64s(&[4], &[2.0; 4]))]),
+        );
+        close(
+            &w.to_f64_vec(),
+            &p1.to_f64_vec().iter().map(|v| 2.0 * v).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            error_kind(
+                "multi_margin_loss",
+                &base(&[("weight", f64s(&[1, 4], &[1.0; 4]))])
+            ),
+            ErrorKind::Shape
+        );
+        assert_eq!(
+            error_kind(
+                "multi_margin_loss",
+                &base(&[("weight", f64s(&[3], &[1.0; 3]))])
+            ),
+            ErrorKind::Shape
+        );
+        assert_eq!(
+            error_kind(
+                "multi_margin_loss",
+                &base(&[("weight", t(DType::Float32, &[4], &[1.0; 4]))])
+            ),
+            ErrorKind::Dtype
+        );
+        assert_eq!(
+            error_kind(
+                "multi_margin_loss",
+                &[("input", x.clone()), ("target", long(&[2], &[3, 4]))]
+            ),
+            ErrorKind::Value
+        );
+        assert_eq!(
+            error_kind(
+                "multi_margin_loss",
+                &[("input", x.clone()), ("target", long(&[2, 1], &[3, 2]))]
+            ),
+            ErrorKind::Shape
+        );
+        let half = t(DType::Bfloat16, &[1, 2], &[0.5, 0.25]);
+        assert_eq!(
+            error_kind(
+                "multi_margin_loss",
+                &[("input", half), ("target", long(&[1], &[0]))]
+            ),
+            ErrorKind::Dtype
+        );
+        // An unbatched input: 0-d with a 0-d target, (1) with a (1) target under none.
+        let row = f64s(&[4], &[0.1, 0.2, 0.4, 0.8]);
+        let d0 = value(
+            "multi_margin_loss",
+            &[
+                ("input", row.clone()),
+                ("target", long(&[], &[3])),
+                ("reduction", s("none")),
+            ],
+        );
+        assert_eq!(d0.shape(), &[] as &[usize]);
+        let d1 = value(
+            "multi_margin_loss",
+            &[
+                ("input", row),
+                ("target", long(&[1], &[3])),
+                ("reduction", s("none")),
+            ],
+        );
+        assert_eq!(d1.shape(), &[1]);
+        assert_eq!(d0.to_f64_vec(), d1.to_f64_vec());
+        // An empty batch with none is (0,).
+        let empty = value(
+            "multi_margin_loss",
+            &[
+                ("input", f64s(&[0, 4], &[])),
+                ("target", long(&[0], &[])),
+                ("reduction", s("none")),
+            ],
+        );
+        assert_eq!(empty.shape(), &[0]);
+    }
+}
