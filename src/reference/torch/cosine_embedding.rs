@@ -73,3 +73,139 @@ pub fn cosine_embedding_loss(args: &Args) -> Result<Tensor, CallError> {
     let output = add(&output_pos, &output_neg)?;
     Ok(reduction::apply(output, red)?.tensor())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::margin::tests::{close, error_kind, f64s, long, s, t, value};
+    use crate::backend::{ErrorKind, Value};
+    use crate::tensor::DType;
+
+    #[test]
+    fn labels_margin_and_shapes() {
+        let x1 = f64s(&[3, 2], &[1.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+        let x2 = f64s(&[3, 2], &[1.0, 0.0, -1.0, -1.0, 3.0, 4.0]);
+        let run = |y: &[f64], margin: f64| {
+            value(
+                "cosine_embedding_loss",
+                &[
+                    ("input1", x1.clone()),
+                    ("input2", x2.clone()),
+                    ("target", f64s(&[3], y)),
+                    ("margin", Value::Float(margin)),
+                    ("reduction", s("none")),
+                ],
+            )
+            .to_f64_vec()
+        };
+        let pos = run(&[1.0; 3], 0.0);
+        let neg = run(&[-1.0; 3], 0.0);
+        // 1 - cos and max(0, cos): identical vectors 0 / ~1, opposite ~2 / 0, a zero vector 1 / 0.
+        assert!(pos[0].abs() < 1e-9 && (neg[0] - 1.0).abs() < 1e-9);
+        assert!((pos[1] - 2.0).abs() < 1e-9 && neg[1] == 0.0);
+        close(&[pos[2], neg[2]], &[1.0, 0.0]);
+        // Other labels give 0 but count in the mean.
+        assert_eq!(run(&[0.0, 2.0, 0.5], 0.0), vec![0.0; 3]);
+        let mean = value(
+            "cosine_embedding_loss",
+            &[
+                ("input1", x1.clone()),
+                ("input2", x2.clone()),
+                ("target", f64s(&[3], &[1.0, 0.0, 0.0])),
+            ],
+        );
+        close(&mean.to_f64_vec(), &[pos[0] / 3.0]);
+        // A negative margin lifts the zero-vector row of y = -1 to -margin.
+        assert!((run(&[-1.0; 3], -0.5)[2] - 0.5).abs() < 1e-12);
+        // 1-D inputs with a 0-d target give a 0-d loss.
+        let one = value(
+            "cosine_embedding_loss",
+            &[
+                ("input1", f64s(&[3], &[1.0, 2.0, 3.0])),
+                ("input2", f64s(&[3], &[2.0, -1.0, 0.5])),
+                ("target", long(&[], &[1])),
+                ("reduction", s("none")),
+            ],
+        );
+        assert_eq!(one.shape(), &[] as &[usize]);
+    }
+
+    #[test]
+    fn dtypes_follow_promotion_of_the_inputs_only() {
+        let a = t(DType::Float32, &[2, 3], &[1.0, 2.0, 3.0, 1.0, 0.0, 0.0]);
+        let b = t(DType::Float64, &[2, 3], &[3.0, 2.0, 1.0, 1.0, 1.0, 0.0]);
+        let y16 = t(DType::Float16, &[2], &[1.0, -1.0]);
+        let out = value(
+            "cosine_embedding_loss",
+            &[
+                ("input1", a.clone()),
+                ("input2", b),
+                ("target", y16.clone()),
+            ],
+        );
+        assert_eq!(out.dtype(), DType::Float64);
+        let out = value(
+            "cosine_embedding_loss",
+            &[
+                ("input1", a.clone()),
+                ("input2", a.clone()),
+                ("target", long(&[2], &[1, -1])),
+            ],
+        );
+        assert_eq!(out.dtype(), DType::Float32);
+        // float32 overflow of the squared-norm product: cos = dot / inf = 0, so y = 1 gives 1.
+        let big = t(DType::Float32, &[1, 3], &[5e9, 0.0, 0.0]);
+        let o = value(
+            "cosine_embedding_loss",
+            &[
+                ("input1", big.clone()),
+                ("input2", big),
+                ("target", long(&[1], &[1])),
+            ],
+        );
+        assert_eq!(o.to_f64_vec(), vec![1.0]);
+    }
+
+    #[test]
+    fn error_kinds() {
+        let x = f64s(&[2, 3], &[1.0; 6]);
+        let y = f64s(&[2], &[1.0, -1.0]);
+        let err = |a: Value, b: Value, y: Value| {
+            error_kind(
+                "cosine_embedding_loss",
+                &[("input1", a), ("input2", b), ("target", y)],
+            )
+        };
+        assert_eq!(
+            err(x.clone(), x.clone(), f64s(&[2, 1], &[1.0, 1.0])),
+            ErrorKind::Shape
+        );
+        assert_eq!(
+            err(x.clone(), x.clone(), f64s(&[], &[1.0])),
+            ErrorKind::Shape
+        );
+        assert_eq!(
+            err(x.clone(), f64s(&[1, 2, 3], &[1.0; 6]), y.clone()),
+            ErrorKind::Shape
+        );
+        assert_eq!(
+            err(x.clone(), f64s(&[2, 2], &[1.0; 4]), y.clone()),
+            ErrorKind::Shape
+        );
+        assert_eq!(
+            err(x.clone(), x.clone(), f64s(&[3], &[1.0; 3])),
+            ErrorKind::Shape
+        );
+        assert_eq!(
+            error_kind(
+                "cosine_embedding_loss",
+                &[
+                    ("input1", x.clone()),
+                    ("input2", x),
+                    ("target", y),
+                    ("reduction", s("avg"))
+                ]
+            ),
+            ErrorKind::Argument
+        );
+    }
+}

@@ -222,3 +222,134 @@ pub fn triplet_margin_with_distance_loss(args: &Args) -> Result<Tensor, CallErro
     }
     .tensor())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::margin::tests::{call, error_kind, f64s, s, t, value};
+    use crate::backend::{ErrorKind, Outcome, Value};
+    use crate::tensor::DType;
+
+    fn triple(dt: DType, shape: &[usize]) -> [(&'static str, Value); 3] {
+        let n: usize = shape.iter().product();
+        let gen = |k: f64| -> Vec<f64> {
+            (0..n)
+                .map(|i| ((i as f64 + k) * 0.37).sin() * 2.0)
+                .collect()
+        };
+        [
+            ("anchor", t(dt, shape, &gen(0.0))),
+            ("positive", t(dt, shape, &gen(1.3))),
+            ("negative", t(dt, shape, &gen(2.9))),
+        ]
+    }
+
+    #[test]
+    fn default_distance_equals_triplet_margin_loss() {
+        for dt in [
+            DType::Float16,
+            DType::Bfloat16,
+            DType::Float32,
+            DType::Float64,
+        ] {
+            for swap in [false, true] {
+                for red in ["none", "mean", "sum"] {
+                    let mut args = triple(dt, &[5, 3]).to_vec();
+                    args.push(("swap", Value::Bool(swap)));
+                    args.push(("reduction", s(red)));
+                    args.push(("margin", Value::Float(0.7)));
+                    let a = value("triplet_margin_loss", &args);
+                    let b = value("triplet_margin_with_distance_loss", &args);
+                    assert_eq!(a, b, "{dt} swap={swap} {red}");
+                    assert_eq!(a.dtype(), dt);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_swap_and_eps() {
+        let args = triple(DType::Float64, &[2, 3, 4]);
+        let mut none = args.to_vec();
+        none.push(("reduction", s("none")));
+        let out = value("triplet_margin_loss", &none);
+        assert_eq!(out.shape(), &[2, 3]);
+        // swap can only lower the negative distance, so only raise the loss.
+        let mut swapped = none.clone();
+        swapped.push(("swap", Value::Bool(true)));
+        let sw = value("triplet_margin_loss", &swapped);
+        for (a, b) in out.to_f64_vec().iter().zip(sw.to_f64_vec()) {
+            assert!(b >= *a);
+        }
+        // Identical inputs: both distances are equal, so the loss is the margin.
+        let x = f64s(&[2, 3], &[1.0, 2.0, 3.0, 0.0, 0.0, 0.0]);
+        let same = value(
+            "triplet_margin_loss",
+            &[
+                ("anchor", x.clone()),
+                ("positive", x.clone()),
+                ("negative", x.clone()),
+                ("margin", Value::Float(0.5)),
+                ("reduction", s("none")),
+            ],
+        );
+        assert_eq!(same.to_f64_vec(), vec![0.5, 0.5]);
+        // 0-d inputs give a 0-d loss.
+        let scalar = value(
+            "triplet_margin_loss",
+            &[
+                ("anchor", f64s(&[], &[0.0])),
+                ("positive", f64s(&[], &[1.0])),
+                ("negative", f64s(&[], &[0.5])),
+                ("reduction", s("none")),
+            ],
+        );
+        assert_eq!(scalar.shape(), &[] as &[usize]);
+    }
+
+    #[test]
+    fn error_kinds() {
+        let args = triple(DType::Float32, &[2, 3]);
+        for api in ["triplet_margin_loss", "triplet_margin_with_distance_loss"] {
+            for m in [0.0, -1.0] {
+                let mut a = args.to_vec();
+                a.push(("margin", Value::Float(m)));
+                assert_eq!(error_kind(api, &a), ErrorKind::Argument);
+            }
+            let mut nan = args.to_vec();
+            nan.push(("margin", Value::Str("nan".into())));
+            assert!(matches!(call(api, &nan), Outcome::Value(_)));
+            let mut bad = args.to_vec();
+            bad.push(("reduction", s("avg")));
+            assert_eq!(error_kind(api, &bad), ErrorKind::Argument);
+            let mut rank = args.to_vec();
+            rank[0] = ("anchor", t(DType::Float32, &[3], &[0.0; 3]));
+            assert_eq!(error_kind(api, &rank), ErrorKind::Shape);
+            let mut sizes = args.to_vec();
+            sizes[2] = ("negative", t(DType::Float32, &[2, 2], &[0.0; 4]));
+            assert_eq!(error_kind(api, &sizes), ErrorKind::Shape);
+        }
+        let mut p = args.to_vec();
+        p.push(("p", Value::Int(1)));
+        assert_eq!(
+            error_kind("triplet_margin_with_distance_loss", &p),
+            ErrorKind::Argument
+        );
+        let mut callable = args.to_vec();
+        callable.push(("distance_function", s("cosine")));
+        assert_eq!(
+            error_kind("triplet_margin_with_distance_loss", &callable),
+            ErrorKind::Argument
+        );
+        // A norm without identity over an empty last dimension raises.
+        let empty = [
+            ("anchor", f64s(&[2, 0], &[])),
+            ("positive", f64s(&[2, 0], &[])),
+            ("negative", f64s(&[2, 0], &[])),
+        ];
+        let mut neg_p = empty.to_vec();
+        neg_p.push(("p", Value::Float(-1.0)));
+        assert_eq!(error_kind("triplet_margin_loss", &neg_p), ErrorKind::Shape);
+        let zero = value("triplet_margin_loss", &empty);
+        assert_eq!(zero.to_f64_vec(), vec![1.0]);
+    }
+}
