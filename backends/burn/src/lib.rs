@@ -330,7 +330,8 @@ fn burn_shape(shape: &[usize]) -> Vec<usize> {
 
 /// Reads a burn tensor back with the given shape (`[]` for a reduced loss, which burn returns
 /// as `[1]`; burn has no 0-d tensors).
-fn read<const D: usize>(t: BTensor<D>, shape: Vec<usize>) -> R<Tensor> {
+fn read<const D: usize>(t: BTensor<D>, shape: impl Into<Option<Vec<usize>>>) -> R<Tensor> {
+    let shape = shape.into().unwrap_or_else(|| t.dims().to_vec());
     let dtype = lossconf_dtype(t.dtype())?;
     let data = guard(ErrorKind::Backend, || t.into_data())?;
     let values = data
@@ -356,21 +357,38 @@ fn guard<T>(kind: ErrorKind, f: impl FnOnce() -> T) -> R<T> {
             .map(|s| s.to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "non-string panic payload".into());
-        let lower = msg.to_lowercase();
-        let kind =
-            if lower.contains("shape") || lower.contains("dims") || lower.contains("dimension") {
-                ErrorKind::Shape
-            } else {
-                kind
-            };
+        let kind = panic_kind(&msg, kind);
         Stop::Error(CallError::new(kind, format!("burn panicked: {msg}")))
     })
 }
 
+/// The kind of a burn assertion panic: each burn assertion message is mapped to the kind
+/// PyTorch's error for the same condition has; `default` is the call site's usual kind.
+fn panic_kind(msg: &str, default: ErrorKind) -> ErrorKind {
+    let m = msg.to_lowercase();
+    const TABLE: &[(&str, ErrorKind)] = &[
+        ("reduction is not supported", ErrorKind::Argument),
+        ("out of bounds", ErrorKind::Value),
+        ("blank index", ErrorKind::Argument),
+        ("exceeds the log_probs time dimension", ErrorKind::Value),
+        ("exceeds the targets tensor width", ErrorKind::Shape),
+        ("must be >= target_lengths", ErrorKind::Value),
+        ("must be non-negative", ErrorKind::Value),
+    ];
+    if let Some((_, k)) = TABLE.iter().find(|(needle, _)| m.contains(needle)) {
+        return *k;
+    }
+    if m.contains("shape") || m.contains("dims") || m.contains("dimension") {
+        return ErrorKind::Shape;
+    }
+    default
+}
+
 fn rank_of(ts: &[&Tensor]) -> R<usize> {
+    let raw = ts[0].shape().len();
     let r = burn_shape(ts[0].shape()).len();
     for t in ts {
-        if burn_shape(t.shape()).len() != r {
+        if t.shape().len() != raw {
             return unsupported(format!(
                 "tensors of different ranks ({}); burn's loss modules take one rank D for all",
                 ts.iter()
@@ -419,9 +437,10 @@ macro_rules! by_rank {
     };
 }
 
-/// Output of an unreduced loss: the input's shape (`[]` for a 0-d input).
+/// Output of an unreduced loss: burn's output shape (`[]` when the inputs were 0-d).
 fn unreduced<const D: usize>(t: BTensor<D>, like: &Tensor) -> R<Tensor> {
-    read(t, like.shape().to_vec())
+    let shape = if like.shape().is_empty() { vec![] } else { t.dims().to_vec() };
+    read(t, shape)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -696,10 +715,12 @@ fn gaussian_nll(call: &Call, device: &Device) -> R<Tensor> {
                 float::<D>(v, device)?
             }
             // A Python float `var` is that value everywhere: a full tensor is the same argument.
-            Some(v) => match v.as_f64() {
+            Some(Value::Float(x)) => full_like::<D>(input, *x, device)?,
+            Some(v @ Value::Str(_)) => match v.as_f64() {
                 Some(x) => full_like::<D>(input, x, device)?,
                 None => return unsupported(format!("var={}", v.describe())),
             },
+            Some(v) => return unsupported(format!("var={} (only a tensor or a Python float)", v.describe())),
             None => return unsupported("`var` missing"),
         };
         let (x, y) = (float::<D>(input, device)?, float::<D>(target, device)?);
@@ -963,7 +984,6 @@ fn triplet_margin(call: &Call, device: &Device) -> R<Tensor> {
 fn lengths(a: &Args, name: &str, device: &Device) -> R<(Vec<i64>, BTensor<1, Int>)> {
     let v: Vec<i64> = match a.get(name) {
         Some(Value::IntList(v)) => v.clone(),
-        Some(Value::Int(i)) => vec![*i],
         Some(Value::Tensor(t)) if !t.dtype().is_float() => t.as_i64().unwrap_or_default().to_vec(),
         Some(v) => return unsupported(format!("{name}={}", v.describe())),
         None => return unsupported(format!("`{name}` missing")),
@@ -1003,6 +1023,10 @@ fn ctc(call: &Call, device: &Device) -> R<Tensor> {
     }
     if targets.dtype().is_float() {
         return unsupported("float targets (CTCLoss takes Int targets)");
+    }
+    let is_list = |n: &str| matches!(a.get(n), Some(Value::IntList(_)));
+    if is_list("input_lengths") != is_list("target_lengths") {
+        return unsupported("lengths given one as a list and one as a tensor (no burn counterpart)");
     }
     let (_, il) = lengths(&a, "input_lengths", device)?;
     let (tl_values, tl) = lengths(&a, "target_lengths", device)?;

@@ -144,7 +144,9 @@ impl<'a> Args<'a> {
         match reduction.as_str() {
             "mean" => Ok(Red::Mean),
             "none" => Ok(Red::None),
-            _ => unsupported(format!("reduction '{reduction}' (candle always takes the mean)")),
+            _ => unsupported(format!(
+                "reduction '{reduction}' (candle always takes the mean)"
+            )),
         }
     }
 }
@@ -254,10 +256,17 @@ fn per_item(
         (x, y)
     } else {
         let n = input.numel();
-        let reshape = |t: CTensor| t.reshape(n).map_err(|e| Stop::Error(CallError::new(ErrorKind::Backend, message(&e))));
+        let reshape = |t: CTensor| {
+            t.reshape(n)
+                .map_err(|e| Stop::Error(CallError::new(ErrorKind::Backend, message(&e))))
+        };
         (reshape(x)?, reshape(y)?)
     };
-    let n = if rows { input.shape()[0] } else { input.numel() };
+    let n = if rows {
+        input.shape()[0]
+    } else {
+        input.numel()
+    };
     let mut values = Vec::with_capacity(n);
     let mut dtype = input.dtype();
     for i in 0..n {
@@ -267,8 +276,13 @@ fn per_item(
         dtype = v.dtype();
         values.extend(v.to_f64_vec());
     }
-    let shape = if rows { vec![n] } else { input.shape().to_vec() };
-    Tensor::from_f64(dtype, shape, values).map_err(|e| Stop::Error(CallError::new(ErrorKind::Backend, e.0)))
+    let shape = if rows {
+        vec![n]
+    } else {
+        input.shape().to_vec()
+    };
+    Tensor::from_f64(dtype, shape, values)
+        .map_err(|e| Stop::Error(CallError::new(ErrorKind::Backend, e.0)))
 }
 
 /// Evaluates a loss under the reduction: one candle call, or one per item for `'none'`.
@@ -384,7 +398,9 @@ fn huber(call: &Call) -> R<Tensor> {
         },
     };
     float_inputs(&[input, target])?;
-    reduce(red, input, target, false, |x, y| candle_nn::loss::huber(x, y, delta))
+    reduce(red, input, target, false, |x, y| {
+        candle_nn::loss::huber(x, y, delta)
+    })
 }
 
 /// `binary_cross_entropy_with_logits`: any shape, mean reduction, no weight or pos_weight.
@@ -406,5 +422,11 @@ fn bce_with_logits(call: &Call) -> R<Tensor> {
     a.absent("pos_weight", "no pos_weight")?;
     let red = a.reduction()?;
     float_inputs(&[input, target])?;
-    reduce(red, input, target, false, candle_nn::loss::binary_cross_entropy_with_logit)
+    reduce(
+        red,
+        input,
+        target,
+        false,
+        candle_nn::loss::binary_cross_entropy_with_logit,
+    )
 }
