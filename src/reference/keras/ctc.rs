@@ -42,11 +42,11 @@ fn ctc(a: &Args) -> Result<Tensor, CallError> {
     let (n, t) = (y_pred.shape[0], y_pred.shape[1]);
     let s = y_true.shape[1];
     // label_length = sum(y_true != 0) on the loss-dtype values; the labels are their int32 casts.
-    let label_length: Vec<f64> = y_true
-        .data
-        .chunks(s.max(1))
-        .take(y_true.shape[0])
-        .map(|row| row.iter().filter(|&&v| v != 0.0).count() as f64)
+    let label_length: Vec<f64> = (0..y_true.shape[0])
+        .map(|b| {
+            let row = &y_true.data[b * s..(b + 1) * s];
+            row.iter().filter(|&&v| v != 0.0).count() as f64
+        })
         .collect();
     let labels: Vec<f64> = y_true.data.iter().map(|&v| cast_to_int32(v)).collect();
     let labels = Tensor::from_f64(DType::Int32, y_true.shape.clone(), labels)

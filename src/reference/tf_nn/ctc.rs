@@ -139,7 +139,7 @@ pub(crate) fn tf_sequence_loss(
     lp: &[Vec<f64>],
     labels: &[i64],
     label_length: i64,
-    logit_length: i64,
+    logit_length: f64,
 ) -> f64 {
     let p = Fp(DType::Float32);
     let s_max = labels.len();
@@ -158,24 +158,28 @@ pub(crate) fn tf_sequence_loss(
             }
         })
         .collect();
-    // Transitions i -> j (log 0 or -inf): self-loops, start -> label 1, label k -> blank k,
-    // blank k -> label k + 1, label k -> label k + 1 (k >= 1) unless the labels repeat.
-    let mut trans = vec![vec![f64::NEG_INFINITY; ns]; ns];
-    for (i, row) in trans.iter_mut().enumerate() {
-        row[i] = 0.0;
+    // Transitions i -> j, counted as `scatter_nd` adds duplicate indices, then logged: self
+    // loops, start -> label 1 (the blank state 0 when S = 0, which `label_to_blank` also adds:
+    // a weight of 2), label k -> blank k, blank k -> label k + 1, label k -> label k + 1
+    // (k >= 1) unless the labels repeat.
+    let mut count = vec![vec![0.0f64; ns]; ns];
+    for (i, row) in count.iter_mut().enumerate() {
+        row[i] += 1.0;
     }
-    if s_max >= 1 {
-        trans[0][1] = 0.0;
-    }
+    count[0][1] += 1.0;
     for k in 0..nls {
-        trans[k][nls + k] = 0.0;
+        count[k][nls + k] += 1.0;
         if k + 1 < nls {
-            trans[nls + k][k + 1] = 0.0;
+            count[nls + k][k + 1] += 1.0;
         }
         if k >= 1 && k + 1 < nls && labels[k - 1] != labels[k] {
-            trans[k][k + 1] = 0.0;
+            count[k][k + 1] += 1.0;
         }
     }
+    let trans: Vec<Vec<f64>> = count
+        .iter()
+        .map(|row| row.iter().map(|&n| p.ln(n)).collect())
+        .collect();
     let c = lp.first().map_or(0, |r| r.len());
     let mut state = fin.clone();
     let mut cum = 0.0f64;
@@ -208,7 +212,7 @@ pub(crate) fn tf_sequence_loss(
         for x in s2.iter_mut() {
             *x = p.r(*x - norm);
         }
-        let mask = if (t as i64) < logit_length { 1.0 } else { 0.0 };
+        let mask = if (t as f64) < logit_length { 1.0 } else { 0.0 };
         cum = p.r(cum + p.r(norm * mask));
         state = s2
             .iter()
@@ -325,11 +329,11 @@ pub(crate) fn ctc_loss_dense(
         ));
     }
     one_hot_index_dtype(label_length.1)?;
-    if !matches!(logit_length.1, DType::Int32 | DType::Int64) {
-        return Err(CallError::dtype(format!(
-            "sequence_mask: logit_length must be an integer tensor, got {}",
-            logit_length.1
-        )));
+    // `sequence_mask` compares `range(T)` cast to the lengths' dtype with the lengths.
+    if logit_length.1 == DType::Bool {
+        return Err(CallError::dtype(
+            "sequence_mask: logit_length of dtype bool is not supported",
+        ));
     }
     let s_max = labels.shape()[1];
     let ns = 2 * (s_max + 1);
@@ -349,7 +353,14 @@ pub(crate) fn ctc_loss_dense(
         Ok(b)
     };
     let nb_labels = batch_of("labels", labels.shape(), 2)?;
-    let nb_label_len = batch_of("label_length", &label_length.0, 1)?;
+    // The final-state vector has one row per label length; `_scan` writes it into a buffer
+    // shaped by the batch of the logits, so a single length does not broadcast.
+    if batch_of("label_length", &label_length.0, 1)? != n {
+        return Err(CallError::shape(format!(
+            "The inner 2 dimensions of output.shape=[{},1,{ns}] must match the inner 2 dimensions of updates.shape=[1,{n},{ns}]",
+            t_len + 1
+        )));
+    }
     let nb_logit_len = batch_of("logit_length", &logit_length.0, 1)?;
     if n == 0 {
         return Err(CallError::shape(
@@ -400,8 +411,8 @@ pub(crate) fn ctc_loss_dense(
                 }
             })
             .collect();
-        let ll = label_length.2[if nb_label_len == 1 { 0 } else { bi }] as i64;
-        let gl = logit_length.2[if nb_logit_len == 1 { 0 } else { bi }] as i64;
+        let ll = label_length.2[bi] as i64;
+        let gl = logit_length.2[if nb_logit_len == 1 { 0 } else { bi }];
         out.push(tf_sequence_loss(&lp, &row, ll, gl));
     }
     Ok(out)
