@@ -74,3 +74,95 @@ fn cast_to_int32(x: f64) -> f64 {
         i32::MIN as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, Call, Outcome, Value};
+    use crate::reference::Reference;
+    use crate::tensor::{DType, Tensor};
+
+    fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
+        Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
+    }
+
+    fn run(api: &str, args: Vec<(&str, Value)>) -> Tensor {
+        let call = Call {
+            api: api.into(),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        match Reference.forward(&call) {
+            Outcome::Value(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn logits(len: usize) -> Vec<f64> {
+        (0..len)
+            .map(|i| ((i * 37 % 23) as f64 - 11.0) / 4.0)
+            .collect()
+    }
+
+    #[test]
+    fn keras_is_tf_nn_with_derived_lengths() {
+        // (N, T, C) = (3, 5, 4); rows with padding and a 0 inside a row, which shortens it to
+        // its count of non-zero labels and is read as the blank.
+        let (n, tn, c) = (3, 5, 4);
+        let x = logits(n * tn * c);
+        let y = [1.0, 0.0, 2.0, 3.0, 3.0, 0.0, 2.0, 0.0, 0.0];
+        let keras = run(
+            "tf.keras.losses.CTC",
+            vec![
+                ("y_true", t(DType::Int32, &[3, 3], &y)),
+                ("y_pred", t(DType::Float32, &[n, tn, c], &x)),
+                ("reduction", Value::Str("none".into())),
+            ],
+        );
+        let tf = run(
+            "tf.nn.ctc_loss",
+            vec![
+                ("labels", t(DType::Int32, &[3, 3], &y)),
+                ("logits", t(DType::Float32, &[n, tn, c], &x)),
+                ("label_length", Value::IntList(vec![2, 2, 1])),
+                ("logit_length", Value::IntList(vec![5, 5, 5])),
+                ("logits_time_major", Value::Bool(false)),
+            ],
+        );
+        assert_eq!(keras, tf);
+        let mean = run(
+            "tf.keras.losses.CTC",
+            vec![
+                ("y_true", t(DType::Int32, &[3, 3], &y)),
+                ("y_pred", t(DType::Float32, &[n, tn, c], &x)),
+            ],
+        );
+        let v = keras.to_f64_vec();
+        let want = (v[0] + v[1] + v[2]) / 3.0;
+        assert_eq!(mean.shape(), &[] as &[usize]);
+        assert!((mean.to_f64_vec()[0] - want).abs() <= 1e-6 * want);
+    }
+
+    #[test]
+    fn float64_is_computed_in_float32() {
+        let x = logits(2 * 4 * 3);
+        let y = t(DType::Int32, &[2, 2], &[1.0, 2.0, 2.0, 0.0]);
+        let f32 = run(
+            "tf.keras.losses.CTC",
+            vec![
+                ("y_true", y.clone()),
+                ("y_pred", t(DType::Float32, &[2, 4, 3], &x)),
+                ("reduction", Value::Str("none".into())),
+            ],
+        );
+        let f64 = run(
+            "tf.keras.losses.CTC",
+            vec![
+                ("y_true", y),
+                ("y_pred", t(DType::Float32, &[2, 4, 3], &x)),
+                ("reduction", Value::Str("none".into())),
+                ("dtype", Value::Str("float64".into())),
+            ],
+        );
+        assert_eq!(f64.dtype(), DType::Float64);
+        assert_eq!(f32.to_f64_vec(), f64.to_f64_vec());
+    }
+}
