@@ -35,7 +35,10 @@ pub fn kernels() -> Vec<(&'static str, Kernel)> {
 /// Python's argument binding: an unknown keyword or a missing required argument fails before
 /// the loss runs, whatever else is wrong with the call.
 fn check_signature(call: &Call) -> Result<(), CallError> {
-    let Some((_, sig)) = signatures::SIGNATURES.iter().find(|(api, _)| *api == call.api) else {
+    let Some((_, sig)) = signatures::SIGNATURES
+        .iter()
+        .find(|(api, _)| *api == call.api)
+    else {
         return Ok(());
     };
     let short = call.api.rsplit('.').next().unwrap_or(&call.api);
@@ -44,7 +47,10 @@ fn check_signature(call: &Call) -> Result<(), CallError> {
             "{short}() got an unexpected keyword argument '{extra}'"
         )));
     }
-    if let Some((missing, _)) = sig.iter().find(|(n, has_default)| !has_default && !call.args.contains_key(*n)) {
+    if let Some((missing, _)) = sig
+        .iter()
+        .find(|(n, has_default)| !has_default && !call.args.contains_key(*n))
+    {
         return Err(CallError::argument(format!(
             "{short}() missing 1 required argument: '{missing}'"
         )));
@@ -99,13 +105,25 @@ mod tests {
                 from_specs.insert(api.api.clone(), args);
             }
         }
-        let table: std::collections::BTreeMap<String, Vec<(String, bool)>> = super::signatures::SIGNATURES
-            .iter()
-            .map(|(api, sig)| (api.to_string(), sig.iter().map(|(n, d)| (n.to_string(), *d)).collect()))
-            .collect();
-        assert_eq!(table, from_specs, "src/reference/signatures.rs differs from the specs' apis.*.args");
+        let table: std::collections::BTreeMap<String, Vec<(String, bool)>> =
+            super::signatures::SIGNATURES
+                .iter()
+                .map(|(api, sig)| {
+                    (
+                        api.to_string(),
+                        sig.iter().map(|(n, d)| (n.to_string(), *d)).collect(),
+                    )
+                })
+                .collect();
+        assert_eq!(
+            table, from_specs,
+            "src/reference/signatures.rs differs from the specs' apis.*.args"
+        );
         for (api, _) in super::kernels() {
-            assert!(table.contains_key(api), "{api} has a kernel but no signature");
+            assert!(
+                table.contains_key(api),
+                "{api} has a kernel but no signature"
+            );
         }
     }
 
