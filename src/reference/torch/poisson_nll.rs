@@ -26,7 +26,7 @@ pub const KERNELS: &[(&str, Kernel)] =
 
 /// The dtype of a unary float op (`exp`, `log`) or of `tensor (op) python_float`: a float
 /// tensor keeps its dtype, integers and bool give the default dtype float32.
-fn float_result(dt: DType) -> DType {
+pub(crate) fn float_result(dt: DType) -> DType {
     if dt.is_float() {
         dt
     } else {
@@ -35,7 +35,7 @@ fn float_result(dt: DType) -> DType {
 }
 
 /// The op math type: float32 for the half types.
-fn opmath(dt: DType) -> DType {
+pub(crate) fn opmath(dt: DType) -> DType {
     match dt {
         DType::Float16 | DType::Bfloat16 => DType::Float32,
         d => d,
@@ -43,29 +43,29 @@ fn opmath(dt: DType) -> DType {
 }
 
 /// Elementwise unary float op (`exp`, `log`): computed in float, rounded once.
-fn unary(x: &Arr, f: fn(f64) -> f64) -> Arr {
+pub(crate) fn unary(x: &Arr, f: fn(f64) -> f64) -> Arr {
     x.map(float_result(x.dt), f)
 }
 
 /// `tensor * python_float` (either side): the scalar is kept in the op math type.
-fn mul_scalar(x: &Arr, s: f64) -> Arr {
+pub(crate) fn mul_scalar(x: &Arr, s: f64) -> Arr {
     let dt = float_result(x.dt);
     let s = round_to(opmath(dt), s);
     x.map(dt, |v| v * s)
 }
 
 /// `tensor + python_float`: the scalar is first cast to the result dtype.
-fn add_scalar(x: &Arr, s: f64) -> Arr {
+pub(crate) fn add_scalar(x: &Arr, s: f64) -> Arr {
     let dt = float_result(x.dt);
     let s = round_to(dt, s);
     x.map(dt, |v| v + s)
 }
 
-fn mul(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
+pub(crate) fn mul(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
     zip(a, b, |_| Ok(()), |x, y| x * y)
 }
 
-fn sub(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
+pub(crate) fn sub(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
     if a.dt == DType::Bool && b.dt == DType::Bool {
         return Err(CallError::dtype(
             "Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` or `logical_xor()` operator instead.",
@@ -89,7 +89,7 @@ fn sub(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
 }
 
 /// `target * input` where both may be integers: integer products wrap in the result dtype.
-fn mul_any(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
+pub(crate) fn mul_any(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
     let dt = super::result_type(&[(a.dt, a.is_0d()), (b.dt, b.is_0d())]);
     if dt.is_float() {
         return mul(a, b);
