@@ -329,7 +329,7 @@ pub(crate) fn ctc_loss_dense(
         ));
     }
     one_hot_index_dtype(label_length.1)?;
-    // `sequence_mask` compares `range(T)` cast to the lengths' dtype with the lengths.
+    // `sequence_mask` casts the lengths to int32 (float lengths truncate) and compares.
     if logit_length.1 == DType::Bool {
         return Err(CallError::dtype(
             "sequence_mask: logit_length of dtype bool is not supported",
@@ -412,7 +412,7 @@ pub(crate) fn ctc_loss_dense(
             })
             .collect();
         let ll = label_length.2[bi] as i64;
-        let gl = logit_length.2[if nb_logit_len == 1 { 0 } else { bi }];
+        let gl = logit_length.2[if nb_logit_len == 1 { 0 } else { bi }].trunc();
         out.push(tf_sequence_loss(&lp, &row, ll, gl));
     }
     Ok(out)
