@@ -11,7 +11,7 @@
 //! reduction. Every op rounds to its own result dtype, so `(input - target) ** 2` of integer
 //! tensors is an integer.
 
-use super::poisson_nll::{add_scalar, float_result, mul_any, mul_scalar, sub, unary};
+use super::poisson_nll::{add_scalar, div, float_result, mul_any, mul_scalar, sub, unary};
 use super::reduction::{self, Reduction};
 use super::{mean_all, round_to, sum_all, torch_dtype_name, zip, Arr};
 use crate::backend::{CallError, Value};
@@ -133,7 +133,7 @@ pub fn gaussian_nll_loss(args: &Args) -> Result<Tensor, CallError> {
     let log_var = unary(&var, f64::ln);
     let d = sub(&input, &target)?;
     let sq = mul_any(&d, &d)?;
-    let q = zip(&sq, &var, |_| Ok(()), |a, b| a / b)?;
+    let q = div(&sq, &var)?;
     let s = zip(&log_var, &q, |_| Ok(()), |a, b| a + b)?;
     let mut loss = mul_scalar(&s, 0.5);
     if full {

@@ -8,6 +8,7 @@
 //! not 0-d, the wrapper divides by `input.size(0)`: even when a legacy argument chose another
 //! reduction (so `reduce=False` with `batchmean` divides every element).
 
+use super::poisson_nll::mul;
 use super::reduction::{self, Reduction};
 use super::{round_to, torch_dtype_name, zip, Arr};
 use crate::backend::{CallError, Value};
@@ -52,7 +53,7 @@ pub fn kl_div(args: &Args) -> Result<Tensor, CallError> {
     let loss = if log_target {
         let e = target.map(target.dt, f64::exp);
         let d = zip(&target, &input, |_| Ok(()), |t, x| t - x)?;
-        zip(&e, &d, |_| Ok(()), |a, b| a * b)?
+        mul(&e, &d)?
     } else {
         // ATen's scalar xlogy kernel: `x * std::log(y)`, where `std::log` of a half type
         // returns that half type, so the log is rounded before the product (measured).
@@ -66,7 +67,7 @@ pub fn kl_div(args: &Args) -> Result<Tensor, CallError> {
                 t * round_to(dt, t.ln())
             }
         });
-        let prod = zip(&target, &input, |_| Ok(()), |t, x| t * x)?;
+        let prod = mul(&target, &input)?;
         zip(&xlogy, &prod, |_| Ok(()), |a, b| a - b)?
     };
     let mut out = reduction::apply(loss, red)?;

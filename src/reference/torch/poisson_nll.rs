@@ -61,8 +61,30 @@ pub(crate) fn add_scalar(x: &Arr, s: f64) -> Arr {
     x.map(dt, |v| v + s)
 }
 
+/// A float `a * b` or `a / b`. When the result is float16/bfloat16 and `b` is a 0-d tensor of
+/// another dtype, PyTorch's CPU mul and div kernels read `b` as its original value in float32
+/// (`original_scalar_value<opmath_t>`) instead of casting it to the result dtype first; a 0-d
+/// `a` is cast as usual (measured: `bf16[2] * f16[]` keeps the float16 value, `f16[] * bf16[2]`
+/// rounds it to bfloat16).
+fn scalar_aware(a: &Arr, b: &Arr, f: fn(f64, f64) -> f64) -> Result<Arr, CallError> {
+    let dt = super::result_type(&[(a.dt, a.is_0d()), (b.dt, b.is_0d())]);
+    if matches!(dt, DType::Float16 | DType::Bfloat16) && b.is_0d() && b.dt != dt {
+        let s = round_to(
+            DType::Float32,
+            b.a.iter().copied().next().unwrap_or(f64::NAN),
+        );
+        return Ok(a.map(dt, |x| f(round_to(dt, x), s)));
+    }
+    zip(a, b, |_| Ok(()), f)
+}
+
 pub(crate) fn mul(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
-    zip(a, b, |_| Ok(()), |x, y| x * y)
+    scalar_aware(a, b, |x, y| x * y)
+}
+
+/// True division of float tensors (see [`mul`] for a 0-d divisor).
+pub(crate) fn div(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
+    scalar_aware(a, b, |x, y| x / y)
 }
 
 pub(crate) fn sub(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
