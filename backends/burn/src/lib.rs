@@ -439,7 +439,11 @@ macro_rules! by_rank {
 
 /// Output of an unreduced loss: burn's output shape (`[]` when the inputs were 0-d).
 fn unreduced<const D: usize>(t: BTensor<D>, like: &Tensor) -> R<Tensor> {
-    let shape = if like.shape().is_empty() { vec![] } else { t.dims().to_vec() };
+    let shape = if like.shape().is_empty() {
+        vec![]
+    } else {
+        t.dims().to_vec()
+    };
     read(t, shape)
 }
 
@@ -1026,7 +1030,9 @@ fn ctc(call: &Call, device: &Device) -> R<Tensor> {
     }
     let is_list = |n: &str| matches!(a.get(n), Some(Value::IntList(_)));
     if is_list("input_lengths") != is_list("target_lengths") {
-        return unsupported("lengths given one as a list and one as a tensor (no burn counterpart)");
+        return unsupported(
+            "lengths given one as a list and one as a tensor (no burn counterpart)",
+        );
     }
     let (_, il) = lengths(&a, "input_lengths", device)?;
     let (tl_values, tl) = lengths(&a, "target_lengths", device)?;
