@@ -9,6 +9,8 @@ pub mod args;
 pub mod keras;
 pub mod numeric;
 pub mod signatures;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tf_nn;
 pub mod torch;
 

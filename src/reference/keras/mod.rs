@@ -376,12 +376,9 @@ fn sparse_categorical_crossentropy(a: &Args) -> Result<Tensor, CallError> {
 #[cfg(test)]
 mod tests {
     use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::testing::{kind, t, value};
     use crate::reference::Reference;
-    use crate::tensor::{DType, Tensor};
-
-    fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
-        Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
-    }
+    use crate::tensor::DType;
 
     fn f32(shape: &[usize], data: &[f64]) -> Value {
         t(DType::Float32, shape, data)
@@ -393,20 +390,6 @@ mod tests {
             args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         };
         Reference.forward(&call)
-    }
-
-    fn value(o: Outcome) -> Tensor {
-        match o {
-            Outcome::Value(t) => t,
-            other => panic!("expected a value, got {other:?}"),
-        }
-    }
-
-    fn kind(o: Outcome) -> ErrorKind {
-        match o {
-            Outcome::Error(e) => e.kind,
-            other => panic!("expected an error, got {other:?}"),
-        }
     }
 
     fn scalar(o: Outcome) -> f64 {

@@ -298,12 +298,9 @@ fn sparse_softmax_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallErro
 #[cfg(test)]
 mod tests {
     use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::testing::{kind, t, value};
     use crate::reference::Reference;
-    use crate::tensor::{DType, Tensor};
-
-    fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
-        Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
-    }
+    use crate::tensor::DType;
 
     fn call(api: &str, args: Vec<(&str, Value)>) -> Outcome {
         let call = Call {
@@ -311,20 +308,6 @@ mod tests {
             args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         };
         Reference.forward(&call)
-    }
-
-    fn value(o: Outcome) -> Tensor {
-        match o {
-            Outcome::Value(t) => t,
-            other => panic!("expected a value, got {other:?}"),
-        }
-    }
-
-    fn kind(o: Outcome) -> ErrorKind {
-        match o {
-            Outcome::Error(e) => e.kind,
-            other => panic!("expected an error, got {other:?}"),
-        }
     }
 
     #[test]

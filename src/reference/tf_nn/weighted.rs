@@ -147,34 +147,13 @@ fn weighted_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
-    use crate::reference::Reference;
-    use crate::tensor::{DType, Tensor};
+    use crate::backend::{ErrorKind, Outcome, Value};
+    use crate::reference::testing::{forward, kind, t, value};
 
-    fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
-        Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
-    }
+    use crate::tensor::DType;
 
     fn call(args: Vec<(&str, Value)>) -> Outcome {
-        let call = Call {
-            api: "tf.nn.weighted_cross_entropy_with_logits".into(),
-            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        };
-        Reference.forward(&call)
-    }
-
-    fn value(o: Outcome) -> Tensor {
-        match o {
-            Outcome::Value(t) => t,
-            other => panic!("expected a value, got {other:?}"),
-        }
-    }
-
-    fn kind(o: Outcome) -> ErrorKind {
-        match o {
-            Outcome::Error(e) => e.kind,
-            other => panic!("expected an error, got {other:?}"),
-        }
+        forward("tf.nn.weighted_cross_entropy_with_logits", args)
     }
 
     #[test]

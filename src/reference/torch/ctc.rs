@@ -222,34 +222,13 @@ fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
-    use crate::reference::Reference;
-    use crate::tensor::{DType, Tensor};
+    use crate::backend::{ErrorKind, Outcome, Value};
+    use crate::reference::testing::{forward, kind, t, value};
 
-    fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
-        Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
-    }
+    use crate::tensor::DType;
 
     fn call(args: Vec<(&str, Value)>) -> Outcome {
-        let call = Call {
-            api: "torch.nn.functional.ctc_loss".into(),
-            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        };
-        Reference.forward(&call)
-    }
-
-    fn value(o: Outcome) -> Tensor {
-        match o {
-            Outcome::Value(t) => t,
-            other => panic!("expected a value, got {other:?}"),
-        }
-    }
-
-    fn kind(o: Outcome) -> ErrorKind {
-        match o {
-            Outcome::Error(e) => e.kind,
-            other => panic!("expected an error, got {other:?}"),
-        }
+        forward("torch.nn.functional.ctc_loss", args)
     }
 
     /// Deterministic pseudo-random log-probabilities in [-4, 0).

@@ -151,6 +151,7 @@ pub fn gaussian_nll_loss(args: &Args) -> Result<Tensor, CallError> {
 #[cfg(test)]
 mod tests {
     use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::testing::kind;
     use crate::reference::Reference;
     use crate::tensor::{DType, Tensor};
 
@@ -178,13 +179,6 @@ mod tests {
             ("var", var),
             ("reduction", Value::Str(reduction.into())),
         ]
-    }
-
-    fn kind(o: Outcome) -> ErrorKind {
-        match o {
-            Outcome::Error(e) => e.kind,
-            other => panic!("expected an error, got {other:?}"),
-        }
     }
 
     #[test]

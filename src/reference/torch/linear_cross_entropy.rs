@@ -247,6 +247,7 @@ fn chunked_applies(
 #[cfg(test)]
 mod tests {
     use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::testing::kind;
     use crate::reference::Reference;
     use crate::tensor::{DType, Tensor};
 
@@ -276,13 +277,6 @@ mod tests {
             ),
             ("target", t(DType::Int64, &[3], &[0.0, 2.0, 1.0])),
         ]
-    }
-
-    fn kind(o: Outcome) -> ErrorKind {
-        match o {
-            Outcome::Error(e) => e.kind,
-            other => panic!("expected an error, got {other:?}"),
-        }
     }
 
     #[test]

@@ -1,0 +1,36 @@
+//! Helpers shared by the kernels' unit tests: build a call, run it on the reference, take the
+//! value or the error kind apart.
+
+use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+use crate::reference::Reference;
+use crate::tensor::{DType, Tensor};
+
+/// A tensor argument.
+pub fn t(dt: DType, shape: &[usize], data: &[f64]) -> Value {
+    Value::Tensor(Tensor::from_f64(dt, shape.to_vec(), data.to_vec()).unwrap())
+}
+
+/// Runs `api` on the reference backend.
+pub fn forward(api: &str, args: Vec<(&str, Value)>) -> Outcome {
+    let call = Call {
+        api: api.into(),
+        args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    };
+    Reference.forward(&call)
+}
+
+/// The value of an outcome; panics with the outcome otherwise.
+pub fn value(o: Outcome) -> Tensor {
+    match o {
+        Outcome::Value(t) => t,
+        other => panic!("expected a value, got {other:?}"),
+    }
+}
+
+/// The error kind of an outcome; panics with the outcome otherwise.
+pub fn kind(o: Outcome) -> ErrorKind {
+    match o {
+        Outcome::Error(e) => e.kind,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
