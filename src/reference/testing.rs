@@ -34,3 +34,8 @@ pub fn kind(o: Outcome) -> ErrorKind {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+/// The elements of an outcome's value; panics with the outcome otherwise.
+pub fn values(o: Outcome) -> Vec<f64> {
+    value(o).to_f64_vec()
+}

@@ -104,6 +104,7 @@ fn log_poisson_loss(a: &Args) -> Result<Tensor, CallError> {
 #[cfg(test)]
 mod tests {
     use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::reference::testing::values;
     use crate::reference::Reference;
     use crate::tensor::{DType, Tensor};
 
@@ -117,13 +118,6 @@ mod tests {
             args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         };
         Reference.forward(&call)
-    }
-
-    fn values(o: Outcome) -> Vec<f64> {
-        match o {
-            Outcome::Value(t) => t.to_f64_vec(),
-            other => panic!("expected a value, got {other:?}"),
-        }
     }
 
     #[test]

@@ -150,9 +150,9 @@ pub fn gaussian_nll_loss(args: &Args) -> Result<Tensor, CallError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+    use crate::backend::{ErrorKind, Outcome, Value};
     use crate::reference::testing::kind;
-    use crate::reference::Reference;
+
     use crate::tensor::{DType, Tensor};
 
     fn f32s(shape: &[usize], data: &[f64]) -> Value {
@@ -160,13 +160,7 @@ mod tests {
     }
 
     fn call(args: &[(&str, Value)]) -> Outcome {
-        Reference.forward(&Call {
-            api: "torch.nn.functional.gaussian_nll_loss".into(),
-            args: args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        })
+        crate::reference::testing::forward("torch.nn.functional.gaussian_nll_loss", args.to_vec())
     }
 
     fn base(var: Value, reduction: &str) -> Vec<(&'static str, Value)> {

@@ -79,8 +79,8 @@ pub fn kl_div(args: &Args) -> Result<Tensor, CallError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
-    use crate::reference::Reference;
+    use crate::backend::{ErrorKind, Outcome, Value};
+
     use crate::tensor::{DType, Tensor};
 
     fn f32s(shape: &[usize], data: &[f64]) -> Value {
@@ -88,13 +88,7 @@ mod tests {
     }
 
     fn call(args: &[(&str, Value)]) -> Outcome {
-        Reference.forward(&Call {
-            api: "torch.nn.functional.kl_div".into(),
-            args: args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        })
+        crate::reference::testing::forward("torch.nn.functional.kl_div", args.to_vec())
     }
 
     fn scalar(args: &[(&str, Value)]) -> f64 {
