@@ -199,19 +199,23 @@ impl fmt::Display for CallError {
     }
 }
 
-/// What a backend answers to one call.
+/// Gradients by argument name: what `backward` answers.
+pub type Gradients = BTreeMap<String, Tensor>;
+
+/// What a backend answers to one call: `Outcome` (a loss value) for `forward`,
+/// `Outcome<Gradients>` for `backward`.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    /// The loss value.
-    Value(Tensor),
+pub enum Outcome<T = Tensor> {
+    /// The loss value (or, for `backward`, the gradients).
+    Value(T),
     /// The call is invalid (or the backend failed: kinds `protocol` and `backend`).
     Error(CallError),
     /// The backend does not implement this call; the harness shows a skip with this reason.
     Unsupported(String),
 }
 
-impl From<Result<Tensor, CallError>> for Outcome {
-    fn from(r: Result<Tensor, CallError>) -> Outcome {
+impl<T> From<Result<T, CallError>> for Outcome<T> {
+    fn from(r: Result<T, CallError>) -> Outcome<T> {
         match r {
             Ok(t) => Outcome::Value(t),
             Err(e) => Outcome::Error(e),
@@ -232,5 +236,13 @@ pub trait Backend: Send + Sync {
     /// shown as skips without calling `forward`. `None` means "ask `forward`".
     fn apis(&self) -> Option<Vec<String>> {
         None
+    }
+    /// The gradient of `sum(grad_output * forward(call))` with respect to each argument named in
+    /// `wrt`, each with that argument's shape and dtype. `grad_output` has the forward output's
+    /// shape and dtype; `None` means all ones. The default answers `Unsupported`: backward trials
+    /// of a backend without gradients are visible skips.
+    fn backward(&self, call: &Call, wrt: &[String], grad_output: Option<&Tensor>) -> Outcome<Gradients> {
+        let _ = (wrt, grad_output);
+        Outcome::Unsupported(format!("{} has no backward for {}", self.name(), call.api))
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub const CASES_FORMAT: &str = "lossconf-cases/1";
 pub const EXPECTED_FORMAT: &str = "lossconf-expected/1";
+pub const GRADIENTS_FORMAT: &str = "lossconf-gradients/1";
 
 /// One concrete call to check.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,10 @@ pub struct Case {
     pub compare: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<Tolerance>,
+    /// The arguments a backward trial differentiates with respect to: the API's
+    /// `differentiable` names that are floating-point tensors in this case. Empty: no backward.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrt: Vec<String>,
     pub args: BTreeMap<String, Value>,
 }
 
@@ -115,20 +120,36 @@ pub struct ExpectedError {
     pub message: String,
 }
 
-/// `cases/<family>.expected.yaml`.
+/// What the framework's autograd answered to a case's backward: the gradient of
+/// `sum(grad_output * loss)` with respect to each of the case's `wrt` arguments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExpectedFile {
+pub struct ExpectedGradients {
+    pub digest: String,
+    pub framework: String,
+    /// The output gradient the framework was given (the forward output's shape and dtype).
+    pub grad_output: Tensor,
+    #[serde(default)]
+    pub value: Option<BTreeMap<String, Tensor>>,
+    #[serde(default)]
+    pub error: Option<ExpectedError>,
+}
+
+/// `cases/<family>.expected.yaml` (entries `Expected`) and `cases/<family>.gradients.yaml`
+/// (entries `ExpectedGradients`): a header with versions and settings, then one entry per case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedFile<E = Expected> {
     pub format: String,
     pub family: String,
     /// Versions of python, numpy, torch, tensorflow, keras that produced the values.
     pub versions: BTreeMap<String, String>,
     #[serde(default)]
     pub settings: BTreeMap<String, serde_yaml::Value>,
-    pub expected: BTreeMap<String, Expected>,
+    pub expected: BTreeMap<String, E>,
 }
 
-impl ExpectedFile {
+impl<E> ExpectedFile<E> {
     /// `torch 2.15.0`, `tensorflow 2.21.0 / keras 3.15.1`: where a value came from.
     pub fn provenance(&self, framework: &str) -> String {
         let v = |k: &str| self.versions.get(k).map(String::as_str).unwrap_or("?");
@@ -145,9 +166,12 @@ pub struct FamilyCases {
     pub family: String,
     pub cases_path: PathBuf,
     pub expected_path: PathBuf,
+    pub gradients_path: PathBuf,
     pub cases: CaseFile,
     /// `None` when the expected file does not exist yet.
     pub expected: Option<ExpectedFile>,
+    /// `None` when the gradients file does not exist yet.
+    pub gradients: Option<ExpectedFile<ExpectedGradients>>,
 }
 
 /// Paths of a family's two files.
@@ -226,9 +250,11 @@ pub fn read_case_file(path: &Path) -> Result<CaseFile, String> {
     })
 }
 
-/// Reads an expected file; `  "name": {...}` lines (as `tools/reference.py` writes them) are
-/// JSON, other layouts fall back to YAML.
-pub fn read_expected_file(path: &Path) -> Result<ExpectedFile, String> {
+/// Reads an expected or gradients file; `  "name": {...}` lines (as `tools/reference.py` writes
+/// them) are JSON, other layouts fall back to YAML.
+pub fn read_expected_file<E: for<'de> Deserialize<'de>>(
+    path: &Path,
+) -> Result<ExpectedFile<E>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     let Some((head, body)) = split_lines(&text, "expected:")
@@ -248,7 +274,7 @@ pub fn read_expected_file(path: &Path) -> Result<ExpectedFile, String> {
         let rest = line[2 + names.byte_offset()..]
             .strip_prefix(": ")
             .ok_or_else(|| err("expected `\"name\": {...}`".into()))?;
-        let entry: Expected = serde_json::from_str(rest).map_err(|e| err(e.to_string()))?;
+        let entry: E = serde_json::from_str(rest).map_err(|e| err(e.to_string()))?;
         expected.insert(name, entry);
     }
     Ok(ExpectedFile {
@@ -272,26 +298,37 @@ pub fn load_family(cases_dir: &Path, family: &str) -> Result<FamilyCases, String
             cases.format
         ));
     }
-    let expected = if expected_path.exists() {
-        let e = read_expected_file(&expected_path)?;
-        if e.format != EXPECTED_FORMAT {
-            return Err(format!(
-                "{}: format '{}' is not {EXPECTED_FORMAT}",
-                expected_path.display(),
-                e.format
-            ));
-        }
-        Some(e)
-    } else {
-        None
-    };
+    let expected = read_optional(&expected_path, EXPECTED_FORMAT)?;
+    let gradients_path = cases_dir.join(format!("{family}.gradients.yaml"));
+    let gradients = read_optional(&gradients_path, GRADIENTS_FORMAT)?;
     Ok(FamilyCases {
         family: family.to_string(),
         cases_path,
         expected_path,
+        gradients_path,
         cases,
         expected,
+        gradients,
     })
+}
+
+/// An expected or gradients file when it exists, checked to have `format`.
+fn read_optional<E: for<'de> Deserialize<'de>>(
+    path: &Path,
+    format: &str,
+) -> Result<Option<ExpectedFile<E>>, String> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let e: ExpectedFile<E> = read_expected_file(path)?;
+    if e.format != format {
+        return Err(format!(
+            "{}: format '{}' is not {format}",
+            path.display(),
+            e.format
+        ));
+    }
+    Ok(Some(e))
 }
 
 /// The families present in `cases/`, sorted.
@@ -302,7 +339,7 @@ pub fn families(cases_dir: &Path) -> Result<Vec<String>, String> {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .filter_map(|n| n.strip_suffix(".yaml").map(str::to_string))
-        .filter(|n| !n.ends_with(".expected"))
+        .filter(|n| !n.ends_with(".expected") && !n.ends_with(".gradients"))
         .collect();
     out.sort();
     Ok(out)
@@ -327,6 +364,7 @@ mod tests {
             source: Some("s".into()),
             compare: None,
             tolerance: None,
+            wrt: vec!["input".into()],
             args,
         };
         let file = CaseFile {

@@ -1,8 +1,8 @@
 //! The comparison policy: `torch.testing.assert_close` tolerances per dtype, NaN and infinity
 //! rules, error kinds, and mismatch reports that stand on their own.
 
-use crate::backend::Outcome;
-use crate::case::Expected;
+use crate::backend::{Gradients, Outcome};
+use crate::case::{Expected, ExpectedError, ExpectedGradients};
 use crate::spec::Tolerance;
 use crate::tensor::{format_float, DType, Tensor};
 use std::fmt::Write as _;
@@ -151,6 +151,62 @@ pub fn judge(expected: &Expected, actual: &Outcome, tolerance: Option<&Tolerance
     }
 }
 
+/// Judges a backend's gradients against what the framework's autograd answered: each expected
+/// gradient is compared like a loss value, and the report names the argument.
+pub fn judge_gradients(
+    expected: &ExpectedGradients,
+    actual: &Outcome<Gradients>,
+    tolerance: Option<&Tolerance>,
+) -> Verdict {
+    match (&expected.value, &expected.error, actual) {
+        (_, _, Outcome::Unsupported(why)) => Verdict::Skip(why.clone()),
+        (Some(e), _, Outcome::Value(a)) => {
+            let mut report = String::new();
+            for (name, want) in e {
+                match a.get(name) {
+                    None => {
+                        let _ = writeln!(
+                            report,
+                            "gradient of '{name}': missing from the answer (expected {})",
+                            want.describe()
+                        );
+                    }
+                    Some(got) => {
+                        if let Err(r) = compare_tensors(want, got, tolerance) {
+                            let _ = writeln!(report, "gradient of '{name}': {r}");
+                        }
+                    }
+                }
+            }
+            for name in a.keys().filter(|n| !e.contains_key(*n)) {
+                let _ = writeln!(report, "gradient of '{name}': not asked for, but answered");
+            }
+            if report.is_empty() {
+                Verdict::Pass
+            } else {
+                Verdict::Fail(report.trim_end().to_string())
+            }
+        }
+        (Some(e), _, Outcome::Error(err)) => Verdict::Fail(format!(
+            "expected gradients for {}, got an error: {err}",
+            e.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        (None, Some(e), Outcome::Error(err)) if e.kind == err.kind => Verdict::Pass,
+        (None, Some(e), Outcome::Error(err)) => Verdict::Fail(format!(
+            "expected a {} error ({}: {}), got: {err}",
+            e.kind, e.exception, e.message
+        )),
+        (None, Some(ExpectedError { kind, exception, message }), Outcome::Value(_)) => {
+            Verdict::Fail(format!(
+                "expected a {kind} error ({exception}: {message}), got gradients"
+            ))
+        }
+        (None, None, _) => {
+            Verdict::Fail("the gradients entry holds neither `value` nor `error`".into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +239,32 @@ mod tests {
         assert!(compare_tensors(&t(&[1.0]), &a, None)
             .unwrap_err()
             .contains("float32[1]"));
+    }
+
+    #[test]
+    fn gradient_reports_name_the_argument() {
+        let want: Gradients = [("input".to_string(), t(&[1.0, 2.0]))].into();
+        let expected = ExpectedGradients {
+            digest: "d".into(),
+            framework: "torch".into(),
+            grad_output: t(&[1.0]),
+            value: Some(want.clone()),
+            error: None,
+        };
+        assert_eq!(
+            judge_gradients(&expected, &Outcome::Value(want), None),
+            Verdict::Pass
+        );
+        let wrong: Gradients = [("input".to_string(), t(&[1.0, 2.5]))].into();
+        let Verdict::Fail(r) = judge_gradients(&expected, &Outcome::Value(wrong), None) else {
+            panic!("a wrong gradient passed")
+        };
+        assert!(r.starts_with("gradient of 'input': 1 of 2 elements"), "{r}");
+        assert!(r.contains("[1]"), "{r}");
+        let missing: Gradients = [("target".to_string(), t(&[1.0, 2.0]))].into();
+        let Verdict::Fail(r) = judge_gradients(&expected, &Outcome::Value(missing), None) else {
+            panic!("a missing gradient passed")
+        };
+        assert!(r.contains("'input': missing") && r.contains("'target': not asked"), "{r}");
     }
 }

@@ -508,8 +508,17 @@ fn expand_template(
                         name.push('/');
                         name.push_str(dt.name());
                     }
+                    let wrt = api
+                        .differentiable
+                        .iter()
+                        .filter(|n| {
+                            matches!(args.get(n.as_str()), Some(Value::Tensor(t)) if t.dtype().is_float())
+                        })
+                        .cloned()
+                        .collect();
                     out.push(Case {
                         digest: call_digest(&api.api, &args),
+                        wrt,
                         name,
                         api: api.api.clone(),
                         source: t.source.clone(),

@@ -19,9 +19,9 @@
 //! }
 //! ```
 
-use crate::backend::{Backend, Outcome};
-use crate::case::{self, Case, Expected};
-use crate::compare::{judge, Verdict};
+use crate::backend::{Backend, Gradients, Outcome};
+use crate::case::{self, Case, Expected, ExpectedGradients};
+use crate::compare::{judge, judge_gradients, Verdict};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,12 +34,26 @@ pub fn default_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// One case ready to run, with its expectation (or why there is none).
+/// What a check compares against: the loss value (or error) the framework answered, or the
+/// gradients its autograd answered for the case's `wrt` arguments.
+#[derive(Clone, Debug)]
+pub enum Expectation {
+    Forward(Arc<Expected>),
+    Backward(Arc<ExpectedGradients>),
+}
+
+/// The suffix of a backward trial's name: `<case name>/grad`.
+pub const BACKWARD_SUFFIX: &str = "/grad";
+
+/// One case ready to run, forward or backward, with its expectation (or why there is none).
 #[derive(Clone, Debug)]
 pub struct Check {
+    /// The trial name: the case name, plus `/grad` for a backward check.
+    pub name: String,
+    pub backward: bool,
     pub family: String,
     pub case: Arc<Case>,
-    pub expected: Result<Arc<Expected>, String>,
+    pub expected: Result<Expectation, String>,
     /// `PyTorch 2.15.0 (cases/mse_loss.expected.yaml)`.
     pub provenance: String,
     /// Why this check is listed as an expected failure, if it is.
@@ -166,38 +180,44 @@ pub fn load_plan_only(root: &Path, only: Option<&str>) -> Plan {
             _ => {}
         }
         let expected_rel = rel(root, &loaded.expected_path);
+        let gradients_rel = rel(root, &loaded.gradients_path);
         for c in loaded.cases.cases {
             let case = Arc::new(c);
-            let (expected, provenance) = match loaded.expected.as_ref() {
-                None => (
-                    Err(format!("{expected_rel} does not exist: run `tools/reference.py` to record what the frameworks answer")),
-                    String::new(),
-                ),
-                Some(file) => match file.expected.get(&case.name) {
-                    None => (
-                        Err(format!("{expected_rel} has no entry for this case: run `tools/reference.py`")),
-                        String::new(),
-                    ),
-                    Some(e) if e.digest != case.digest => (
-                        Err(format!(
-                            "{expected_rel} holds an expectation for other inputs (digest {} vs case {}): run `tools/reference.py`",
-                            e.digest, case.digest
-                        )),
-                        String::new(),
-                    ),
-                    Some(e) => (
-                        Ok(Arc::new(e.clone())),
-                        format!("{} ({expected_rel})", file.provenance(&e.framework)),
-                    ),
-                },
-            };
+            let forward = joined(
+                loaded.expected.as_ref(),
+                &case,
+                &expected_rel,
+                "record what the frameworks answer",
+            );
+            // A backward check exists for every case with `wrt` whose forward answer is a value.
+            let wants_backward = !case.wrt.is_empty()
+                && matches!(&forward, Ok((e, _)) if e.value.is_some());
             plan.checks.push(Check {
+                name: case.name.clone(),
+                backward: false,
                 family: family.clone(),
-                case,
-                expected,
-                provenance,
+                case: Arc::clone(&case),
+                provenance: forward.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
+                expected: forward.map(|(e, _)| Expectation::Forward(e)),
                 xfail: None,
             });
+            if wants_backward {
+                let backward = joined(
+                    loaded.gradients.as_ref(),
+                    &case,
+                    &gradients_rel,
+                    "record what the frameworks' autograd answers",
+                );
+                plan.checks.push(Check {
+                    name: format!("{}{BACKWARD_SUFFIX}", case.name),
+                    backward: true,
+                    family: family.clone(),
+                    case,
+                    provenance: backward.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
+                    expected: backward.map(|(e, _)| Expectation::Backward(e)),
+                    xfail: None,
+                });
+            }
         }
     }
     for family in generated.keys() {
@@ -218,6 +238,59 @@ pub fn load_plan_only(root: &Path, only: Option<&str>) -> Plan {
         ));
     }
     plan
+}
+
+/// Joins a case with its entry in an expected or gradients file, checking the digest; the
+/// `Err` says how to fix a missing or stale entry.
+fn joined<E: Clone + HasDigest>(
+    file: Option<&case::ExpectedFile<E>>,
+    case: &Case,
+    file_rel: &str,
+    what: &str,
+) -> Result<(Arc<E>, String), String> {
+    let Some(file) = file else {
+        return Err(format!(
+            "{file_rel} does not exist: run `tools/reference.py` to {what}"
+        ));
+    };
+    match file.expected.get(&case.name) {
+        None => Err(format!(
+            "{file_rel} has no entry for this case: run `tools/reference.py`"
+        )),
+        Some(e) if e.digest() != case.digest => Err(format!(
+            "{file_rel} holds an entry for other inputs (digest {} vs case {}): run `tools/reference.py`",
+            e.digest(),
+            case.digest
+        )),
+        Some(e) => Ok((
+            Arc::new(e.clone()),
+            format!("{} ({file_rel})", file.provenance(e.framework())),
+        )),
+    }
+}
+
+/// The fields `joined` needs from an expected-file entry.
+trait HasDigest {
+    fn digest(&self) -> &str;
+    fn framework(&self) -> &str;
+}
+
+impl HasDigest for Expected {
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+    fn framework(&self) -> &str {
+        &self.framework
+    }
+}
+
+impl HasDigest for ExpectedGradients {
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+    fn framework(&self) -> &str {
+        &self.framework
+    }
 }
 
 /// Marks the checks listed in an expected-failures file; entries that match nothing are problems.
@@ -253,7 +326,7 @@ pub fn apply_expected_failures(plan: &mut Plan, path: &Path) {
         for c in plan
             .checks
             .iter_mut()
-            .filter(|c| entry.matches(&c.case.name))
+            .filter(|c| entry.matches(&c.name))
         {
             hit = true;
             let upstream = entry
@@ -289,10 +362,37 @@ pub fn call_backend(backend: &dyn Backend, case: &Case) -> Result<Outcome, Strin
     })
 }
 
+/// Calls the backend's `backward` with panics contained.
+pub fn call_backend_backward(
+    backend: &dyn Backend,
+    case: &Case,
+    grad_output: &crate::tensor::Tensor,
+) -> Result<Outcome<Gradients>, String> {
+    let call = case.call();
+    catch_unwind(AssertUnwindSafe(|| {
+        backend.backward(&call, &case.wrt, Some(grad_output))
+    }))
+    .map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".into());
+        format!("the backend panicked in backward: {msg}")
+    })
+}
+
 /// The header of every failure message: which case, which call, where the expectation is from.
 fn context(backend: &dyn Backend, check: &Check) -> String {
     let c = &check.case;
-    let mut s = format!("case:     {}\ncall:     {}\n", c.name, c.call().describe());
+    let mut s = format!("case:     {}\ncall:     {}\n", check.name, c.call().describe());
+    if let Ok(Expectation::Backward(e)) = &check.expected {
+        s.push_str(&format!(
+            "backward: d/d[{}] of sum(grad_output * loss), grad_output = {}\n",
+            c.wrt.join(", "),
+            e.grad_output.describe()
+        ));
+    }
     if !check.provenance.is_empty() {
         s.push_str(&format!("expected: from {}\n", check.provenance));
     }
@@ -328,9 +428,18 @@ pub fn run_check(backend: &dyn Backend, check: &Check) -> Status {
             ));
         }
     }
-    let verdict = match call_backend(backend, &check.case) {
-        Ok(outcome) => judge(expected, &outcome, check.case.tolerance.as_ref()),
-        Err(panic) => Verdict::Fail(panic),
+    let tolerance = check.case.tolerance.as_ref();
+    let verdict = match expected {
+        Expectation::Forward(e) => match call_backend(backend, &check.case) {
+            Ok(outcome) => judge(e, &outcome, tolerance),
+            Err(panic) => Verdict::Fail(panic),
+        },
+        Expectation::Backward(e) => {
+            match call_backend_backward(backend, &check.case, &e.grad_output) {
+                Ok(outcome) => judge_gradients(e, &outcome, tolerance),
+                Err(panic) => Verdict::Fail(panic),
+            }
+        }
     };
     match (verdict, &check.xfail) {
         (Verdict::Pass, None) => Status::Passed,
@@ -402,7 +511,7 @@ impl Harness {
             .collect();
         for check in plan.checks {
             let backend = Arc::clone(&self.backend);
-            let name = check.case.name.clone();
+            let name = check.name.clone();
             let kind = check.family.clone();
             trials.push(
                 Trial::ignorable_test(name, move || match run_check(backend.as_ref(), &check) {

@@ -217,17 +217,29 @@ fn report(root: &Path, check: bool) -> ExitCode {
 
 fn list(root: &Path) -> ExitCode {
     let plan = harness::load_plan(root);
-    let mut by_api: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut by_api: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
     for c in &plan.checks {
-        *by_api
+        let n = by_api
             .entry((c.family.clone(), c.case.api.clone()))
-            .or_default() += 1;
+            .or_default();
+        if c.backward {
+            n.1 += 1;
+        } else {
+            n.0 += 1;
+        }
     }
-    println!("{:<34} {:<52} {:>6}", "family", "api", "cases");
-    for ((family, api), n) in &by_api {
-        println!("{family:<34} {api:<52} {n:>6}");
+    println!(
+        "{:<34} {:<52} {:>6} {:>9}",
+        "family", "api", "cases", "backward"
+    );
+    for ((family, api), (f, b)) in &by_api {
+        println!("{family:<34} {api:<52} {f:>6} {b:>9}");
     }
-    println!("{} cases", plan.checks.len());
+    let backward = plan.checks.iter().filter(|c| c.backward).count();
+    println!(
+        "{} cases, {backward} backward checks",
+        plan.checks.len() - backward
+    );
     for p in &plan.problems {
         eprintln!("problem: {}: {}", p.name, p.message);
     }

@@ -94,6 +94,10 @@ pub struct ApiSpec {
     /// How docs plot this API's loss and derivative; no plot without it.
     #[serde(default)]
     pub plot: Option<PlotSpec>,
+    /// The tensor arguments the framework differentiates (autograd / GradientTape). A case
+    /// gets a backward trial with respect to those of them that are floating-point tensors.
+    #[serde(default)]
+    pub differentiable: Vec<String>,
 }
 
 /// A sweep for the docs: element `index` of tensor argument `arg` runs over `range`, the other
@@ -369,6 +373,19 @@ pub fn parse(file: &Path, text: &str) -> Result<Spec, SpecError> {
             ),
         });
     }
+    for (key, api) in spec.apis.iter() {
+        for (i, name) in api.differentiable.iter().enumerate() {
+            if !api.args.iter().any(|(n, _)| n == name) {
+                return Err(SpecError {
+                    file: file.to_path_buf(),
+                    message: format!(
+                        "field `apis.{key}.differentiable[{i}]`: '{name}' is not an argument of {}",
+                        api.api
+                    ),
+                });
+            }
+        }
+    }
     Ok(spec)
 }
 
@@ -427,6 +444,16 @@ cases:
         assert!(e.starts_with("specs/demo.yaml: "), "{e}");
         assert!(e.contains("cases[0].args"), "{e}");
         assert!(e.contains("dtaa"), "{e}");
+    }
+
+    #[test]
+    fn differentiable_must_name_an_argument() {
+        let bad = MINIMAL.replace("args: {input: {type: tensor}}", "args: {input: {type: tensor}}, differentiable: [inptu]");
+        let e = parse(Path::new("specs/demo.yaml"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("apis.torch.differentiable[0]"), "{e}");
+        assert!(e.contains("inptu"), "{e}");
     }
 
     #[test]

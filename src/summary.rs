@@ -60,7 +60,7 @@ pub fn run(backend: &dyn Backend, plan: &Plan, filter: &[String]) -> RunResult {
     let selected: Vec<&Check> = plan
         .checks
         .iter()
-        .filter(|c| filter.is_empty() || filter.iter().any(|f| c.case.name.contains(f.as_str())))
+        .filter(|c| filter.is_empty() || filter.iter().any(|f| c.name.contains(f.as_str())))
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = selected.len().div_ceil(threads).max(1);
@@ -84,7 +84,7 @@ pub fn run(backend: &dyn Backend, plan: &Plan, filter: &[String]) -> RunResult {
         .iter()
         .zip(statuses)
         .map(|(c, status)| Entry {
-            name: c.case.name.clone(),
+            name: c.name.clone(),
             family: c.family.clone(),
             api: c.case.api.clone(),
             status,

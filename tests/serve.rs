@@ -1,9 +1,9 @@
 //! `lossconf serve` checked from outside: a child process fed JSON lines, as any client would.
 //! Values are judged against the committed framework expectations, never against typed numbers.
 
-use lossconf::backend::{CallError, Outcome};
-use lossconf::case::Expected;
-use lossconf::compare::{judge, Verdict};
+use lossconf::backend::{CallError, Gradients, Outcome};
+use lossconf::compare::{judge, judge_gradients, Verdict};
+use lossconf::harness::Expectation;
 use serde_json::{json, Value as Json};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -29,9 +29,9 @@ fn serve(lines: &[String]) -> Vec<Json> {
         .collect()
 }
 
-fn outcome(resp: &Json) -> Outcome {
+fn outcome<T: serde::de::DeserializeOwned>(resp: &Json) -> Outcome<T> {
     if let Some(t) = resp.get("ok") {
-        return Outcome::Value(serde_json::from_value(t.clone()).expect("ok holds a tensor"));
+        return Outcome::Value(serde_json::from_value(t.clone()).expect("ok holds the answer"));
     }
     if let Some(e) = resp.get("error") {
         let e: CallError = serde_json::from_value(e.clone()).expect("error holds {kind, message}");
@@ -48,8 +48,14 @@ fn answers_every_recorded_case_like_the_frameworks() {
     let lines: Vec<String> = checks
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            json!({"id": i, "op": "forward", "api": c.case.api, "args": c.case.args}).to_string()
+        .map(|(i, c)| match c.expected.as_ref().unwrap() {
+            Expectation::Forward(_) => {
+                json!({"id": i, "op": "forward", "api": c.case.api, "args": c.case.args})
+                    .to_string()
+            }
+            Expectation::Backward(e) => json!({"id": i, "op": "backward", "api": c.case.api,
+                "args": c.case.args, "wrt": c.case.wrt, "grad_output": e.grad_output})
+            .to_string(),
         })
         .collect();
     let responses = serve(&lines);
@@ -61,10 +67,16 @@ fn answers_every_recorded_case_like_the_frameworks() {
             json!(i),
             "responses come in order with their id"
         );
-        let expected: &Expected = check.expected.as_ref().unwrap();
-        if let Verdict::Fail(why) = judge(expected, &outcome(resp), check.case.tolerance.as_ref()) {
+        let tolerance = check.case.tolerance.as_ref();
+        let verdict = match check.expected.as_ref().unwrap() {
+            Expectation::Forward(e) => judge(e, &outcome(resp), tolerance),
+            Expectation::Backward(e) => {
+                judge_gradients(e, &outcome::<Gradients>(resp), tolerance)
+            }
+        };
+        if let Verdict::Fail(why) = verdict {
             if check.xfail.is_none() {
-                failures.push(format!("{}: {why}", check.case.name));
+                failures.push(format!("{}: {why}", check.name));
             }
         }
     }

@@ -6,6 +6,8 @@
 //! framework has its own module holding a table of `(api name, kernel)`.
 
 pub mod args;
+pub mod fast;
+pub mod gradient;
 pub mod keras;
 pub mod numeric;
 pub mod signatures;
@@ -14,12 +16,30 @@ pub(crate) mod testing;
 pub mod tf_nn;
 pub mod torch;
 
-use crate::backend::{Backend, Call, CallError, Outcome};
-use crate::tensor::Tensor;
+use crate::backend::{Backend, Call, CallError, Gradients, Outcome, Value};
+use crate::tensor::{DType, Tensor};
 pub use args::Args;
+pub use gradient::Backward;
 
 /// A reference kernel: reads its arguments, returns the loss or the framework's error.
 pub type Kernel = fn(&Args) -> Result<Tensor, CallError>;
+
+/// A reference gradient kernel: the gradients of `sum(grad_output * loss)` for the names in
+/// `Backward::wrt` (extra entries are dropped; each is rounded to its argument's dtype).
+pub type GradientKernel = fn(&Args, &Backward) -> Result<Gradients, CallError>;
+
+/// Every API with an analytic gradient, sorted by name.
+pub fn gradient_kernels() -> Vec<(&'static str, GradientKernel)> {
+    let mut all: Vec<(&'static str, GradientKernel)> = torch::GRADIENT_TABLES
+        .iter()
+        .flat_map(|t| t.iter())
+        .chain(tf_nn::GRADIENT_TABLES.iter().flat_map(|t| t.iter()))
+        .chain(keras::GRADIENT_TABLES.iter().flat_map(|t| t.iter()))
+        .copied()
+        .collect();
+    all.sort_by_key(|(name, _)| *name);
+    all
+}
 
 /// Every API the reference implements, with its kernel, sorted by name.
 pub fn kernels() -> Vec<(&'static str, Kernel)> {
@@ -60,6 +80,95 @@ fn check_signature(call: &Call) -> Result<(), CallError> {
     Ok(())
 }
 
+/// Checks a backward request, runs the gradient kernel (or a fast path) and shapes its answer:
+/// one gradient per `wrt` name, with that argument's shape and dtype.
+fn backward_with(
+    kernel: GradientKernel,
+    call: &Call,
+    wrt: &[String],
+    grad_output: Option<&Tensor>,
+    output: &Tensor,
+) -> Result<Gradients, CallError> {
+    let mut targets: Vec<(&String, &Tensor)> = Vec::new();
+    for name in wrt {
+        match call.args.get(name) {
+            Some(Value::Tensor(t)) if t.dtype().is_float() => targets.push((name, t)),
+            Some(v) => {
+                return Err(CallError::argument(format!(
+                    "cannot differentiate with respect to '{name}': it is {}, not a floating-point tensor",
+                    v.describe()
+                )))
+            }
+            None => {
+                return Err(CallError::argument(format!(
+                    "cannot differentiate with respect to '{name}': no such argument in the call"
+                )))
+            }
+        }
+    }
+    let ones;
+    let grad_output = match grad_output {
+        Some(g) => {
+            if g.shape() != output.shape() {
+                return Err(CallError::shape(format!(
+                    "grad_output has shape {:?} but the loss has shape {:?}",
+                    g.shape(),
+                    output.shape()
+                )));
+            }
+            g
+        }
+        None => {
+            let n = output.numel();
+            ones = Tensor::from_f64(output.dtype(), output.shape().to_vec(), vec![1.0; n])
+                .map_err(|e| CallError::argument(e.0))?;
+            &ones
+        }
+    };
+    let mut grads = match fast::backward(call, wrt, grad_output) {
+        Some(r) => r?,
+        None => {
+            let args = Args::new(&call.api, &call.args);
+            let request = Backward {
+                wrt,
+                grad_output,
+                output,
+            };
+            kernel(&args, &request)?
+        }
+    };
+    let mut answer = Gradients::new();
+    for (name, arg) in targets {
+        let Some(g) = grads.remove(name.as_str()) else {
+            return Err(CallError::new(
+                crate::backend::ErrorKind::Backend,
+                format!("the reference gradient of {} has no entry for '{name}'", call.api),
+            ));
+        };
+        if g.shape() != arg.shape() {
+            return Err(CallError::new(
+                crate::backend::ErrorKind::Backend,
+                format!(
+                    "the reference gradient of {} for '{name}' has shape {:?}, the argument {:?}",
+                    call.api,
+                    g.shape(),
+                    arg.shape()
+                ),
+            ));
+        }
+        answer.insert(name.clone(), round_to(g, arg.dtype()));
+    }
+    Ok(answer)
+}
+
+/// `t` with each element rounded to `dtype` (a gradient has its argument's dtype).
+fn round_to(t: Tensor, dtype: DType) -> Tensor {
+    if t.dtype() == dtype {
+        return t;
+    }
+    Tensor::from_array(dtype, &t.to_array())
+}
+
 /// The reference backend.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Reference;
@@ -76,8 +185,34 @@ impl Backend for Reference {
         if let Err(e) = check_signature(call) {
             return Outcome::Error(e);
         }
+        if let Some(result) = fast::forward(call) {
+            return result.into();
+        }
         let args = Args::new(&call.api, &call.args);
         kernel(&args).and_then(|t| args.finish().map(|()| t)).into()
+    }
+
+    fn backward(
+        &self,
+        call: &Call,
+        wrt: &[String],
+        grad_output: Option<&Tensor>,
+    ) -> Outcome<Gradients> {
+        let output = match self.forward(call) {
+            Outcome::Value(t) => t,
+            Outcome::Error(e) => return Outcome::Error(e),
+            Outcome::Unsupported(why) => return Outcome::Unsupported(why),
+        };
+        let Some((_, kernel)) = gradient_kernels()
+            .into_iter()
+            .find(|(name, _)| *name == call.api)
+        else {
+            return Outcome::Unsupported(format!(
+                "the reference has no gradient for {}",
+                call.api
+            ));
+        };
+        backward_with(kernel, call, wrt, grad_output, &output).into()
     }
 
     fn apis(&self) -> Option<Vec<String>> {

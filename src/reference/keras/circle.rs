@@ -13,6 +13,10 @@ use crate::backend::CallError;
 use crate::reference::tf_nn::nd::{Fp, Nd};
 use crate::reference::{Args, Kernel};
 use crate::tensor::Tensor;
+use crate::reference::GradientKernel;
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("tf.keras.losses.Circle", circle)];

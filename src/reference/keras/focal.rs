@@ -15,6 +15,7 @@ use crate::reference::tf_nn::nd::{canonical_axis, Fp, Nd};
 use crate::reference::tf_nn::sigmoid_xent;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
+use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -27,6 +28,9 @@ pub const KERNELS: &[(&str, Kernel)] = &[
         categorical_focal_crossentropy,
     ),
 ];
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// Reads an `axis` argument that may be an int, a list of ints or None (`None` here: all axes).
 pub(super) fn read_axes(

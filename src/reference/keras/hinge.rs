@@ -24,6 +24,7 @@ use crate::backend::CallError;
 use crate::reference::tf_nn::nd::{Fp, Nd};
 use crate::reference::{Args, Kernel};
 use crate::tensor::Tensor;
+use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -31,6 +32,9 @@ pub const KERNELS: &[(&str, Kernel)] = &[
     ("tf.keras.losses.Hinge", hinge),
     ("tf.keras.losses.SquaredHinge", squared_hinge),
 ];
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// `tf.maximum(a, b)`: NaN if either is NaN.
 fn maximum(a: f64, b: f64) -> f64 {

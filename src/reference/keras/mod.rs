@@ -22,8 +22,23 @@ use super::{Args, Kernel};
 use crate::backend::CallError;
 use crate::tensor::Tensor;
 use reduction::{only_known, py_float, reduce_weighted, squeeze_or_expand, Common};
+use crate::reference::GradientKernel;
 
-/// Every table of this framework: this module's and one per submodule.
+/// Every gradient table of this framework: one per kernel module.
+pub const GRADIENT_TABLES: &[&[(&str, GradientKernel)]] = &[
+    GRADIENTS,
+    circle::GRADIENTS,
+    cosine::GRADIENTS,
+    ctc::GRADIENTS,
+    focal::GRADIENTS,
+    generalized::GRADIENTS,
+    hinge::GRADIENTS,
+    overlap::GRADIENTS,
+    probabilistic::GRADIENTS,
+    regression_extra::GRADIENTS,
+];
+
+/// Every forward kernel table of this module.
 pub const TABLES: &[&[(&str, Kernel)]] = &[
     KERNELS,
     circle::KERNELS,
@@ -52,6 +67,9 @@ pub const KERNELS: &[(&str, Kernel)] = &[
         sparse_categorical_crossentropy,
     ),
 ];
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// Keras' `backend.epsilon()`.
 const EPSILON: f64 = 1e-7;

@@ -12,12 +12,16 @@ use crate::backend::CallError;
 use crate::reference::tf_nn::nd::Nd;
 use crate::reference::{Args, Kernel};
 use crate::tensor::Tensor;
+use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
     ("tf.keras.losses.Dice", dice),
     ("tf.keras.losses.Tversky", tversky),
 ];
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 fn dice(a: &Args) -> Result<Tensor, CallError> {
     only_known(a, &["axis"])?;

@@ -20,12 +20,16 @@ use crate::reference::tf_nn::l2::reduce_sum;
 use crate::reference::tf_nn::nd::{Fp, Nd};
 use crate::reference::{Args, Kernel};
 use crate::tensor::Tensor;
+use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
     ("tf.keras.losses.KLDivergence", kl_divergence),
     ("tf.keras.losses.Poisson", poisson),
 ];
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// `tf.clip_by_value(x, lo, hi)`: `maximum(minimum(x, hi), lo)`, NaN propagating.
 pub(crate) fn clip_by_value(x: f64, lo: f64, hi: f64) -> f64 {

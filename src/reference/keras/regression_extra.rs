@@ -12,6 +12,7 @@ use crate::backend::CallError;
 use crate::reference::tf_nn::nd::Fp;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
+use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -25,6 +26,9 @@ pub const KERNELS: &[(&str, Kernel)] = &[
         mean_squared_logarithmic_error,
     ),
 ];
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// TensorFlow's `Softplus` kernel in working precision `p`: `x` above `-t`, `exp(x)` below `t`,
 /// `log1p(exp(x))` between, with `t = log(epsilon) + 2`. For float16 Eigen's epsilon is 2^-13

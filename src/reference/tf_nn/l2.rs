@@ -18,6 +18,10 @@ use crate::backend::CallError;
 use crate::reference::numeric;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
+use crate::reference::GradientKernel;
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("tf.nn.l2_loss", l2_loss)];

@@ -16,8 +16,18 @@ use super::{Args, Kernel};
 use crate::backend::{CallError, Value};
 use crate::tensor::{DType, Tensor};
 use nd::{Fp, Nd};
+use crate::reference::GradientKernel;
 
-/// Every table of this framework: this module's and one per submodule.
+/// Every gradient table of this framework: one per kernel module.
+pub const GRADIENT_TABLES: &[&[(&str, GradientKernel)]] = &[
+    GRADIENTS,
+    ctc::GRADIENTS,
+    l2::GRADIENTS,
+    poisson::GRADIENTS,
+    weighted::GRADIENTS,
+];
+
+/// Every forward kernel table of this module.
 pub const TABLES: &[&[(&str, Kernel)]] = &[
     KERNELS,
     ctc::KERNELS,
@@ -41,6 +51,9 @@ pub const KERNELS: &[(&str, Kernel)] = &[
         sparse_softmax_cross_entropy_with_logits,
     ),
 ];
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// Checks for unknown arguments first (Python's `TypeError` comes before anything runs), then
 /// reads the op's `name`: TensorFlow only uses it for the graph name scope.

@@ -19,6 +19,10 @@ use super::weighted::{float_kernel_error, mul_dtype_error};
 use crate::backend::{CallError, Value};
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
+use crate::reference::GradientKernel;
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("tf.nn.log_poisson_loss", log_poisson_loss)];

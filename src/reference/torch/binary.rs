@@ -14,6 +14,10 @@ use super::{
 use crate::backend::CallError;
 use crate::reference::Args;
 use crate::tensor::{DType, Tensor};
+use crate::reference::GradientKernel;
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 fn read(args: &Args) -> Result<(Arr, Arr, Option<Arr>), CallError> {
     Ok((

@@ -15,6 +15,10 @@ use crate::backend::CallError;
 use crate::reference::Args;
 use crate::tensor::{DType, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn};
+use crate::reference::GradientKernel;
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// `log_softmax(x, axis)` as PyTorch evaluates it: `(x - max) - log(sum(exp(x - max)))`, so a
 /// lane that is all `-inf`, or holds `+inf` or NaN, gives NaN.

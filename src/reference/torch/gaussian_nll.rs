@@ -19,6 +19,10 @@ use crate::reference::{Args, Kernel};
 use crate::tensor::DType;
 use crate::tensor::Tensor;
 use ndarray::{ArrayD, IxDyn};
+use crate::reference::GradientKernel;
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] =

@@ -18,6 +18,10 @@ use crate::backend::{CallError, Value};
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
 use std::collections::BTreeMap;
+use crate::reference::GradientKernel;
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[(

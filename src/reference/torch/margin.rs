@@ -14,6 +14,7 @@ use crate::backend::{CallError, Value};
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
 use ndarray::{ArrayD, IxDyn};
+use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -32,6 +33,9 @@ pub const KERNELS: &[(&str, Kernel)] = &[
     ),
     ("torch.nn.functional.soft_margin_loss", soft_margin_loss),
 ];
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 // ---------------------------------------------------------------------------------------------
 // Tensor ops shared with the cosine and triplet kernels.

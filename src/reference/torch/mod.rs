@@ -26,8 +26,24 @@ use super::Kernel;
 use crate::backend::CallError;
 use crate::tensor::{DType, Tensor};
 use ndarray::{ArrayD, IxDyn};
+use crate::reference::GradientKernel;
 
-/// Every table of this framework: this module's and one per submodule.
+/// Every gradient table of this framework: one per kernel module.
+pub const GRADIENT_TABLES: &[&[(&str, GradientKernel)]] = &[
+    binary::GRADIENTS,
+    cosine_embedding::GRADIENTS,
+    cross_entropy::GRADIENTS,
+    ctc::GRADIENTS,
+    gaussian_nll::GRADIENTS,
+    kl_div::GRADIENTS,
+    linear_cross_entropy::GRADIENTS,
+    margin::GRADIENTS,
+    poisson_nll::GRADIENTS,
+    regression::GRADIENTS,
+    triplet::GRADIENTS,
+];
+
+/// Every forward kernel table of this module.
 pub const TABLES: &[&[(&str, Kernel)]] = &[
     KERNELS,
     cosine_embedding::KERNELS,

@@ -16,6 +16,10 @@ use super::{
 use crate::backend::CallError;
 use crate::reference::Args;
 use crate::tensor::{DType, Tensor};
+use crate::reference::GradientKernel;
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 fn read_pair(args: &Args) -> Result<(Arr, Arr), CallError> {
     Ok((

@@ -15,6 +15,7 @@ use crate::backend::{CallError, Value};
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
 use ndarray::Axis;
+use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -27,6 +28,9 @@ pub const KERNELS: &[(&str, Kernel)] = &[
         triplet_margin_with_distance_loss,
     ),
 ];
+
+/// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
 
 /// Defaults of `torch.pairwise_distance`, the default distance of the `_with_distance` API.
 const DEFAULT_P: f64 = 2.0;
