@@ -7,9 +7,15 @@ generator per API (shapes, options, float32/float64, edge values, invalid calls)
 a backend and the real frameworks disagree. Each mismatch is printed with the call and both
 outcomes; a summary per API follows. Exit status 1 when anything mismatched.
 
+`--backward` checks gradients instead: for each drawn call, wrt = the API's `differentiable`
+arguments (specs/*.yaml) that are float tensors in the call, grad_output = random values of the
+loss's dtype and shape; each gradient is compared with torch autograd / tf.GradientTape under the
+same tolerances as forward values.
+
 `--serve` turns this script into a `lossconf/1` server backed by the frameworks themselves, so
 the checker can be tried end to end without any other backend:
-`check_serve.py --command "python tools/check_serve.py --serve"` must report no mismatch.
+`check_serve.py --command "python tools/check_serve.py --serve"` must report no mismatch (with or
+without `--backward`).
 """
 
 import argparse
@@ -24,13 +30,16 @@ import subprocess
 import sys
 import threading
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import frameworks  # noqa: E402
 
 DEFAULT_COMMAND = "cargo run -q --release -- serve"
+SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
 
 # torch.testing.assert_close defaults, as in DESIGN.md's comparison policy.
 TOLERANCES = {"float16": (1e-3, 1e-5), "bfloat16": (1.6e-2, 1e-5), "float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
@@ -383,6 +392,38 @@ def compare(expected, actual):
     return f"{len(bad)} of {len(e['data'])} elements differ: {shown}{more}"
 
 
+def compare_gradients(expected, actual):
+    """`compare` for backward outcomes, whose values are {argument name: gradient}."""
+    (ekind, e), (akind, a) = expected, actual
+    if akind == "unsupported" or ekind != "value" or akind != "value":
+        return compare(expected, actual)
+    if not isinstance(a, dict) or sorted(a) != sorted(e):
+        return f"gradients for {sorted(a) if isinstance(a, dict) else a!r}, expected {sorted(e)}"
+    reasons = []
+    for name in e:
+        reason = compare(("value", e[name]), ("value", a[name]) if isinstance(a[name], dict) else ("value", {}))
+        if reason:
+            reasons.append(f"{name}: {reason}")
+    return "; ".join(reasons) or None
+
+
+def load_differentiable(specs_dir=SPECS_DIR):
+    """{api: [differentiable argument names]} from `apis.<key>.differentiable` of specs/*.yaml."""
+    out = {}
+    for path in sorted(Path(specs_dir).glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for entry in (doc.get("apis") or {}).values():
+            if isinstance(entry, dict) and isinstance(entry.get("api"), str):
+                out.setdefault(entry["api"], list(entry.get("differentiable") or []))
+    return out
+
+
+def float_wrt(args, differentiable):
+    """The differentiable names that are floating-point tensors in this call, in spec order."""
+    return [n for n in differentiable
+            if frameworks.is_tensor(args.get(n)) and args[n]["dtype"] in frameworks.FLOAT_DTYPES]
+
+
 # ---------------------------------------------------------------------------------------------
 # Talking to the server
 
@@ -425,6 +466,16 @@ class Server:
                 return ("value" if kind == "ok" else kind), resp[kind]
         raise RuntimeError(f"response without ok/error/unsupported: {resp}")
 
+    def backward(self, api, args, wrt, grad_output):
+        req = {"op": "backward", "api": api, "args": args, "wrt": wrt}
+        if grad_output is not None:
+            req["grad_output"] = grad_output
+        resp = self.request(req)
+        for kind in ("ok", "error", "unsupported"):
+            if kind in resp:
+                return ("value" if kind == "ok" else kind), resp[kind]
+        raise RuntimeError(f"response without ok/error/unsupported: {resp}")
+
     def close(self):
         self.proc.stdin.close()
         try:
@@ -436,8 +487,15 @@ class Server:
 def serve(perturb):
     """A `lossconf/1` server backed by the frameworks (for trying the checker end to end).
 
-    `perturb` scales every float result by (1 + perturb), to show that mismatches are caught.
+    `perturb` scales every float result (loss or gradient) by (1 + perturb), to show that
+    mismatches are caught.
     """
+
+    def scaled(t):
+        if perturb and t["dtype"] in frameworks.FLOAT_DTYPES:
+            t["data"] = [x * (1 + perturb) if isinstance(x, float) else x for x in t["data"]]
+        return t
+
     for line in sys.stdin:
         try:
             req = json.loads(line)
@@ -449,11 +507,19 @@ def serve(perturb):
             resp = {"id": rid, "ok": {"backend": "frameworks", "version": "0", "apis": sorted(GENERATORS)}}
         else:
             try:
-                kind, payload = frameworks.evaluate(req["api"], req.get("args") or {})
+                if req.get("op") == "backward":
+                    kind, payload = frameworks.backward(req["api"], req.get("args") or {}, req.get("wrt"),
+                                                        req.get("grad_output"))
+                    if kind == "value":
+                        payload = {name: scaled(g) for name, g in payload.items()}
+                else:
+                    kind, payload = frameworks.evaluate(req["api"], req.get("args") or {})
+                    if kind == "value":
+                        payload = scaled(payload)
             except (frameworks.UnknownApi, frameworks.UnclassifiedError) as exc:
                 kind, payload = "unsupported", str(exc)
-            if kind == "value" and perturb and payload["dtype"].startswith(("float", "bfloat")):
-                payload["data"] = [x * (1 + perturb) if isinstance(x, float) else x for x in payload["data"]]
+            except frameworks.InvalidRequest as exc:
+                kind, payload = "error", {"kind": "protocol", "message": str(exc)}
             resp = {"id": rid, {"value": "ok"}.get(kind, kind): payload}
         print(json.dumps(resp), flush=True)
 
@@ -464,6 +530,8 @@ def serve(perturb):
 
 def show(outcome):
     kind, payload = outcome
+    if kind == "value" and not frameworks.is_tensor(payload):  # gradients by argument name
+        return "; ".join(f"{name}: {show(('value', g))}" for name, g in payload.items())
     if kind == "value":
         data = payload["data"]
         head = ", ".join(repr(x) for x in data[:6]) + (", …" if len(data) > 6 else "")
@@ -501,6 +569,50 @@ def check(server, apis, n, seed, verbose):
     return stats
 
 
+def draw_grad_output(d, forward):
+    """grad_output for a call: random values of the loss's dtype and shape, or None (the
+    protocol's default of ones) when the forward call is an error or the loss is not a float."""
+    kind, value = forward
+    if kind != "value" or value["dtype"] not in frameworks.FLOAT_DTYPES:
+        return None
+    return d.floats(value["dtype"], value["shape"], -2.0, 2.0, edges=0.0)
+
+
+def check_backward(server, apis, n, seed, verbose, differentiable):
+    """Backward of the same n calls per API as `check`; returns {api: Counter} of outcomes."""
+    stats = defaultdict(Counter)
+    for api in apis:
+        d = Draw(f"{seed}/{api}")  # the same calls as forward mode
+        g = Draw(f"{seed}/{api}/grad_output")  # a stream of its own: calls never depend on it
+        for _ in range(n):
+            args = draw_call(d, api)
+            wrt = float_wrt(args, differentiable.get(api, []))
+            if not wrt:
+                stats[api]["no wrt"] += 1
+                continue
+            try:
+                grad_output = draw_grad_output(g, frameworks.evaluate(api, args))
+                expected = frameworks.backward(api, args, wrt, grad_output)
+            except frameworks.UnclassifiedError as exc:
+                stats[api]["unclassified"] += 1
+                print(f"UNCLASSIFIED {exc}")
+                continue
+            actual = server.backward(api, args, wrt, grad_output)
+            reason = compare_gradients(expected, actual)
+            if actual[0] == "unsupported":
+                stats[api]["unsupported"] += 1
+            elif reason is None:
+                stats[api]["match " + expected[0]] += 1
+            else:
+                stats[api]["MISMATCH"] += 1
+                go = "ones" if grad_output is None else show(("value", grad_output))
+                print(f"MISMATCH backward {frameworks.describe_call(api, args)} wrt {wrt}, grad_output {go}: "
+                      f"{reason}\n  frameworks: {show(expected)}\n  server:     {show(actual)}")
+                if verbose:
+                    print("  args: " + json.dumps(args) + "\n  grad_output: " + json.dumps(grad_output))
+    return stats
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--command", default=DEFAULT_COMMAND, help=f"server command (default: {DEFAULT_COMMAND})")
@@ -510,6 +622,10 @@ def main(argv=None):
     ap.add_argument("--seed", default="0")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one response")
     ap.add_argument("--verbose", action="store_true", help="print the full arguments of each mismatch")
+    ap.add_argument("--backward", action="store_true",
+                    help="check gradients (op backward) of the differentiable arguments instead of losses")
+    ap.add_argument("--specs-dir", type=Path, default=SPECS_DIR,
+                    help="where --backward reads `differentiable` (default: specs/)")
     ap.add_argument("--serve", action="store_true", help="act as a lossconf/1 server backed by the frameworks")
     ap.add_argument("--perturb", type=float, default=0.0, help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
@@ -522,7 +638,10 @@ def main(argv=None):
     server = Server(opts.command, opts.timeout)
     try:
         server.request({"op": "describe"}, timeout=max(opts.timeout, 900))  # first use may compile
-        stats = check(server, apis, opts.n, opts.seed, opts.verbose)
+        if opts.backward:
+            stats = check_backward(server, apis, opts.n, opts.seed, opts.verbose, load_differentiable(opts.specs_dir))
+        else:
+            stats = check(server, apis, opts.n, opts.seed, opts.verbose)
     except RuntimeError as exc:
         raise SystemExit(f"error: server `{opts.command}`: {exc}") from None
     finally:
@@ -533,7 +652,8 @@ def main(argv=None):
         counts = ", ".join(f"{v} {k}" for k, v in sorted(stats[api].items()))
         print(f"{api}: {counts}")
     total = sum(s["MISMATCH"] + s["unclassified"] for s in stats.values())
-    print(f"{'FAILED' if total else 'ok'}: {total} mismatched or unclassified of {len(apis) * opts.n} calls")
+    what = "backward calls" if opts.backward else "calls"
+    print(f"{'FAILED' if total else 'ok'}: {total} mismatched or unclassified of {len(apis) * opts.n} {what}")
     return 1 if total else 0
 
 

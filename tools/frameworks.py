@@ -235,12 +235,21 @@ def prepare(api, args):
     Building inputs and reading results is our code: its failures must raise, never be mistaken
     for the framework rejecting the call. Only running the thunk is the framework's business.
     """
+    return thunk(*build(api, args))
+
+
+def build(api, args):
+    """`(family, fn, kwargs)`: the API reached and every argument converted for its framework."""
     family, name = resolve(api)
     fn = lookup(family, name)
+    tensor_fn = to_torch if family.framework == "torch" else to_tf
+    return family, fn, {k: convert_arg(v, tensor_fn) for k, v in args.items()}
+
+
+def thunk(family, fn, kwargs):
+    """`(run, read)`: the call as a user writes it (a Keras class is constructed, then called)."""
     if family.framework == "torch":
-        kwargs = {k: convert_arg(v, to_torch) for k, v in args.items()}
         return lambda: fn(**kwargs), from_torch
-    kwargs = {k: convert_arg(v, to_tf) for k, v in args.items()}
     if family.prefix == "tf.keras.losses.":
         ctor = {k: v for k, v in kwargs.items() if k not in KERAS_CALL_ARGS}
         call_kwargs = {k: kwargs[k] for k in ("sample_weight",) if k in kwargs}
@@ -265,15 +274,126 @@ def evaluate(api, args):
     try:
         result = run()
     except Exception as exc:  # noqa: BLE001 - every framework error is classified below
-        message = clean_message(str(exc))
-        kind = classify(exc)
-        if kind is None:
-            raise UnclassifiedError(
-                f"{describe_call(api, args)} raised {type(exc).__name__}: {message}\n"
-                f"add a rule to RULES in tools/frameworks.py"
-            ) from exc
-        return "error", {"kind": kind, "type": type(exc).__name__, "message": message}
+        return framework_error(api, args, exc)
     return "value", read(result)
+
+
+def framework_error(api, args, exc, what=""):
+    """`("error", {kind, type, message})` for an exception the framework raised, or
+    `UnclassifiedError` naming the call when no rule in `RULES` knows it."""
+    message = clean_message(str(exc))
+    kind = classify(exc)
+    if kind is None:
+        raise UnclassifiedError(
+            f"{what}{describe_call(api, args)} raised {type(exc).__name__}: {message}\n"
+            f"add a rule to RULES in tools/frameworks.py"
+        ) from exc
+    return "error", {"kind": kind, "type": type(exc).__name__, "message": message}
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients
+
+# The default grad_output of recorded gradients: element i (row-major) is PATTERN[i % 7]. Every
+# value is exact in float16, bfloat16, float32 and float64, the signs differ and no two
+# neighbours are equal, so a backend that ignores grad_output, or reads it transposed or
+# reversed, fails; a 0-d loss gets 0.5.
+PATTERN = (0.5, -1.0, 2.0, -0.25, 1.5, 0.75, -2.0)
+
+
+class InvalidRequest(Exception):
+    """A backward request that does not fit its call (wrt or grad_output): never an outcome."""
+
+
+class GradientMismatch(Exception):
+    """A framework gradient without its argument's dtype and shape: a tool bug, fail loudly."""
+
+
+def pattern_tensor(dtype, shape):
+    """The recorded grad_output for an output of this dtype and shape."""
+    return {"dtype": dtype, "shape": list(shape), "data": [PATTERN[i % 7] for i in range(math.prod(shape))]}
+
+
+def ones_tensor(dtype, shape):
+    """The protocol's default grad_output: all ones."""
+    return {"dtype": dtype, "shape": list(shape), "data": [1.0] * math.prod(shape)}
+
+
+def check_wrt(args, wrt):
+    """`wrt` as a list, checked: distinct names of floating-point tensor arguments of the call."""
+    if isinstance(wrt, str) or not isinstance(wrt, (list, tuple)) or not all(isinstance(n, str) for n in wrt):
+        raise InvalidRequest(f"wrt must be a list of argument names, got {wrt!r}")
+    if len(set(wrt)) != len(wrt):
+        raise InvalidRequest(f"wrt names an argument twice: {wrt}")
+    for name in wrt:
+        value = args.get(name)
+        if not is_tensor(value) or value["dtype"] not in FLOAT_DTYPES:
+            raise InvalidRequest(f"wrt names {name!r}, which is not a floating-point tensor argument of the call")
+    return list(wrt)
+
+
+def backward(api, args, wrt, grad_output=None):
+    """Gradients of `sum(grad_output * loss)` with respect to the arguments named in `wrt`.
+
+    `("value", {name: tensor})`, each gradient with its argument's dtype and shape, or
+    `("error", {kind, type, message})` when the framework raises in the forward call or while
+    differentiating (same classification as `evaluate`). `grad_output` (a tensor of the loss's
+    dtype and shape) defaults to ones. PyTorch: leaf tensors with requires_grad and
+    `torch.autograd.grad`; TensorFlow and Keras: watched tensors and `tf.GradientTape`. A loss
+    that does not depend on an argument has zero gradient with respect to it.
+    Raises `InvalidRequest` when wrt or grad_output do not fit the call, `GradientMismatch` when a
+    framework gradient lacks its argument's dtype or shape, and what `evaluate` raises.
+    """
+    wrt = check_wrt(args, wrt)
+    family, fn, kwargs = build(api, args)
+    what = f"backward (wrt {wrt}) of "
+    is_torch = family.framework == "torch"
+    if is_torch:
+        t = torch()
+        for name in wrt:
+            kwargs[name] = kwargs[name].detach().requires_grad_(True)
+    else:
+        t = tf()
+    leaves = [kwargs[name] for name in wrt]
+    run, read = thunk(family, fn, kwargs)
+    try:
+        if is_torch:
+            with t.enable_grad():
+                out = run()
+        else:
+            with t.GradientTape() as tape:
+                for leaf in leaves:
+                    tape.watch(leaf)
+                out = run()
+    except Exception as exc:  # noqa: BLE001 - the forward call failed: classified like evaluate
+        return framework_error(api, args, exc, what)
+    result = read(out)
+    go = ones_tensor(result["dtype"], result["shape"]) if grad_output is None else grad_output
+    if not is_tensor(go) or (go["dtype"], list(go["shape"])) != (result["dtype"], result["shape"]):
+        got = f"{go['dtype']}{go['shape']}" if is_tensor(go) else repr(go)
+        raise InvalidRequest(f"grad_output must be a {result['dtype']}{result['shape']} tensor like the loss, got {got}")
+    try:
+        if is_torch:
+            go_t = to_torch(go)
+            if out.requires_grad:
+                grads = t.autograd.grad(out, leaves, grad_outputs=go_t, allow_unused=True, materialize_grads=True)
+            else:  # nothing in the loss depends on the leaves (or autograd was bypassed)
+                grads = [t.zeros_like(leaf) for leaf in leaves]
+        else:
+            grads = tape.gradient(out, leaves, output_gradients=to_tf(go),
+                                  unconnected_gradients=t.UnconnectedGradients.ZERO)
+            grads = [t.convert_to_tensor(g) if isinstance(g, t.IndexedSlices) else g for g in grads]
+    except Exception as exc:  # noqa: BLE001 - the framework failed to differentiate
+        return framework_error(api, args, exc, what)
+    out_grads = {}
+    for name, g in zip(wrt, grads):
+        g = (from_torch if is_torch else from_tf)(g)
+        want = (args[name]["dtype"], list(args[name]["shape"]))
+        if (g["dtype"], g["shape"]) != want:
+            raise GradientMismatch(f"{what}{describe_call(api, args)}: gradient for {name!r} is "
+                                   f"{g['dtype']}{g['shape']}, the argument is {want[0]}{want[1]}")
+        out_grads[name] = g
+    return "value", out_grads
 
 
 def describe_call(api, args):
@@ -335,6 +455,9 @@ RULES = (
     Rule("torch_margin_positive", "argument", r"margin must be greater than 0"),
     Rule("torch_ctc_blank", "argument", r"blank must be in label range"),
     Rule("torch_ignore_index_probs", "argument", r"ignore_index cannot be specified when target contains probabilities"),
+    # backward: a gradient asked for an argument the framework cannot differentiate (raised by
+    # the forward call once that tensor requires grad); the request, not the tensors, is at fault
+    Rule("torch_not_differentiable", "argument", r"is not differentiable with respect to argument '\w+'"),
     # value: tensor elements outside their domain
     Rule("torch_target_index", "value", r"Target -?\d+ is out of bounds", ("IndexError",)),
     Rule("tf_label_value", "value", r"Received a label value of"),

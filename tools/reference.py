@@ -3,7 +3,8 @@
     python tools/reference.py [--all] [--family NAME ...] [--cases-dir cases]
 
 For each `cases/<family>.yaml` (written by `lossconf generate`) this writes
-`cases/<family>.expected.yaml` (format: docs/case-format.md). Entries whose case digest is
+`cases/<family>.expected.yaml` and, for the cases with a `wrt` list whose forward value is not an
+error, `cases/<family>.gradients.yaml` (format: docs/case-format.md). Entries whose case digest is
 unchanged are reused, so regenerating after a small spec edit only runs the changed cases; `--all`
 recomputes everything. Expected values must come from the pinned frameworks in
 tools/requirements.txt, so a version mismatch refuses to write (unless --allow-version-mismatch,
@@ -27,6 +28,8 @@ import frameworks  # noqa: E402
 
 CASES_FORMAT = "lossconf-cases/1"
 EXPECTED_FORMAT = "lossconf-expected/1"
+GRADIENTS_FORMAT = "lossconf-gradients/1"
+GRADIENTS_COMMENT = "# Recorded by tools/reference.py with torch autograd / tf.GradientTape. Do not edit.\n"
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 
 # Recorded in every expected file: key -> distribution that provides it.
@@ -135,19 +138,22 @@ def load_cases(path):
         missing = [k for k in ("name", "api", "digest") if not isinstance(case.get(k), str)]
         if missing or not isinstance(case.get("args", {}), dict):
             raise CaseFileError(f"{path}: case {i} ({case.get('name')}): needs string {missing} and a map `args`")
+        wrt = case.get("wrt", [])
+        if not isinstance(wrt, list) or not all(isinstance(n, str) and n in (case.get("args") or {}) for n in wrt):
+            raise CaseFileError(f"{path}: case {case['name']}: `wrt` must list argument names of the case, got {wrt!r}")
         if case["name"] in seen:
             raise CaseFileError(f"{path}: case name {case['name']} appears twice")
         seen.add(case["name"])
     return cases
 
 
-def load_reusable(path, versions):
-    """Entries of an existing expected file that may be reused: only if made with these versions
-    and settings, since a reused value is stamped with the versions of the new file."""
+def load_reusable(path, versions, fmt=EXPECTED_FORMAT):
+    """Entries of an existing expected (or gradients) file that may be reused: only if made with
+    these versions and settings, since a reused value is stamped with the versions of the new file."""
     if not path.exists():
         return {}
     doc = load_yaml(path)
-    if not isinstance(doc, dict) or doc.get("format") != EXPECTED_FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
         return {}
     if doc.get("versions") != versions or doc.get("settings") != frameworks.SETTINGS:
         return {}
@@ -188,11 +194,11 @@ def entry(case, outcome):
     return e
 
 
-def dump_expected(family, versions, entries):
+def dump_expected(family, versions, entries, fmt=EXPECTED_FORMAT):
     """A short YAML header, then one entry per line in JSON flow style (valid YAML): fast to read
     on both sides, and a diff shows exactly which expectations changed."""
     head = {
-        "format": EXPECTED_FORMAT,
+        "format": fmt,
         "family": family,
         "versions": Flow(versions),
         "settings": Flow(frameworks.SETTINGS),
@@ -202,6 +208,12 @@ def dump_expected(family, versions, entries):
     lines = [f"  {json.dumps(name)}: {json.dumps(e, allow_nan=False, ensure_ascii=False)}"
              for name, e in entries.items()]
     return text + "expected:\n" + "".join(line + "\n" for line in lines)
+
+
+def dump_gradients(family, versions, entries):
+    """The gradients file: the expected file's layout under its own format, entries by name."""
+    body = dump_expected(family, versions, dict(sorted(entries.items())), GRADIENTS_FORMAT)
+    return GRADIENTS_COMMENT + body
 
 
 def write_if_changed(path, text):
@@ -217,12 +229,14 @@ def write_if_changed(path, text):
 # Running
 
 
-def run_family(path, versions, recompute_all):
-    """Computes one family's expected file; returns (computed, reused, errors)."""
+def run_family(path, versions, recompute_all, gradient_counts=None):
+    """Computes one family's expected and gradients files; returns (computed, reused, errors) of
+    the forward values. `gradient_counts`, a list of three, gets the same counts of gradients."""
     family = path.name.removesuffix(".yaml")
     cases = load_cases(path)
     old = {} if recompute_all else load_reusable(path.with_name(f"{family}.expected.yaml"), versions)
     entries, computed, reused, errors = {}, 0, 0, 0
+    outcomes = {}
     for case in cases:
         prev = old.get(case["name"])
         if prev is not None and prev.get("digest") == case["digest"] and ("value" in prev) != ("error" in prev):
@@ -237,13 +251,73 @@ def run_family(path, versions, recompute_all):
             computed += 1
         errors += outcome[0] == "error"
         entries[case["name"]] = entry(case, outcome)
+        outcomes[case["name"]] = outcome
     write_if_changed(path.with_name(f"{family}.expected.yaml"), dump_expected(family, versions, entries))
+    counts = run_gradients(path, versions, recompute_all, cases, outcomes)
+    if gradient_counts is not None:
+        gradient_counts[:] = counts
+    return computed, reused, errors
+
+
+def gradient_entry(case, grad_output, outcome):
+    """One gradients entry: digest, framework, grad_output, then value ({name: tensor}) or error."""
+    kind, payload = outcome
+    e = {"digest": case["digest"], "framework": frameworks.framework_of(case["api"]),
+         "grad_output": Flow(grad_output)}
+    e[kind] = Flow({k: Flow(v) for k, v in payload.items()}) if kind == "value" else Flow(payload)
+    return e
+
+
+def reusable_gradient(prev, case, grad_output):
+    """The outcome of an old gradients entry if it still answers this case, else None.
+
+    Same digest (same call) and same grad_output (same forward shape and dtype); a value must hold
+    exactly the `wrt` names. An error does not say which `wrt` it was recorded for, so errors are
+    always recomputed (a `differentiable` edit in a spec changes `wrt` but not the digest).
+    """
+    if prev is None or prev.get("digest") != case["digest"] or prev.get("grad_output") != grad_output:
+        return None
+    value = prev.get("value")
+    if "error" in prev or not isinstance(value, dict) or list(value) != case["wrt"]:
+        return None
+    return "value", value
+
+
+def run_gradients(path, versions, recompute_all, cases, outcomes):
+    """Writes `<family>.gradients.yaml` for the cases with a `wrt` list and a forward value
+    (removes it when there are none); returns (computed, reused, errors)."""
+    family = path.name.removesuffix(".yaml")
+    grad_path = path.with_name(f"{family}.gradients.yaml")
+    todo = [c for c in cases if c.get("wrt") and outcomes[c["name"]][0] == "value"]
+    if not todo:
+        if grad_path.exists():
+            grad_path.unlink()
+        return 0, 0, 0
+    old = {} if recompute_all else load_reusable(grad_path, versions, GRADIENTS_FORMAT)
+    entries, computed, reused, errors = {}, 0, 0, 0
+    for case in todo:
+        forward = outcomes[case["name"]][1]
+        grad_output = frameworks.pattern_tensor(forward["dtype"], forward["shape"])
+        outcome = reusable_gradient(old.get(case["name"]), case, grad_output)
+        if outcome is not None:
+            reused += 1
+        else:
+            try:
+                outcome = frameworks.backward(case["api"], case.get("args") or {}, case["wrt"], grad_output)
+            except (frameworks.UnclassifiedError, frameworks.UnknownApi, frameworks.InvalidRequest,
+                    frameworks.GradientMismatch) as exc:
+                raise SystemExit(f"error: {path}: case {case['name']}: {type(exc).__name__}: {exc}") from None
+            computed += 1
+        errors += outcome[0] == "error"
+        entries[case["name"]] = gradient_entry(case, grad_output, outcome)
+    write_if_changed(grad_path, dump_gradients(family, versions, entries))
     return computed, reused, errors
 
 
 def case_files(cases_dir, families):
     """`cases/<family>.yaml` files in name order, restricted to `families` when given."""
-    files = sorted(p for p in cases_dir.glob("*.yaml") if not p.name.endswith(".expected.yaml"))
+    files = sorted(p for p in cases_dir.glob("*.yaml")
+                   if not p.name.endswith((".expected.yaml", ".gradients.yaml")))
     if families:
         by_name = {p.name.removesuffix(".yaml"): p for p in files}
         unknown = sorted(set(families) - set(by_name))
@@ -282,19 +356,23 @@ def main(argv=None):
                          "must come from the pins (or pass --allow-version-mismatch):\n  " + "\n  ".join(mismatches))
     versions = recorded_versions()
     files = case_files(opts.cases_dir, opts.family)
-    totals, start = [0, 0, 0], time.perf_counter()
+    totals, grad_totals, start = [0, 0, 0], [0, 0, 0], time.perf_counter()
     for path in files:
         # Family times leave out framework imports (paid once, by whichever family needs them).
         t0, imports0 = time.perf_counter(), frameworks.import_seconds
+        grads = [0, 0, 0]
         try:
-            counts = run_family(path, versions, opts.all)
+            counts = run_family(path, versions, opts.all, grads)
         except CaseFileError as exc:
             raise SystemExit(f"error: {exc}") from None
         totals = [a + b for a, b in zip(totals, counts)]
+        grad_totals = [a + b for a, b in zip(grad_totals, grads)]
         seconds = time.perf_counter() - t0 - (frameworks.import_seconds - imports0)
         print(f"{path.name.removesuffix('.yaml')}: {counts[0]} computed, {counts[1]} reused, "
-              f"{counts[2]} errors, {seconds:.2f} s", flush=True)
-    print(f"total: {len(files)} families, {totals[0]} computed, {totals[1]} reused, {totals[2]} errors, "
+              f"{counts[2]} errors; gradients {grads[0]} computed, {grads[1]} reused, {grads[2]} errors; "
+              f"{seconds:.2f} s", flush=True)
+    print(f"total: {len(files)} families, {totals[0]} computed, {totals[1]} reused, {totals[2]} errors; "
+          f"gradients {grad_totals[0]} computed, {grad_totals[1]} reused, {grad_totals[2]} errors; "
           f"{time.perf_counter() - start:.2f} s (framework imports {frameworks.import_seconds:.1f} s)")
 
 

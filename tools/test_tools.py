@@ -4,12 +4,15 @@ Every error rule is provoked by a real call, so a framework upgrade that rewords
 here (naming the rule) instead of silently changing an expected error kind.
 """
 
+import importlib.util
+import json
 import math
 import os
 import sys
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
@@ -137,12 +140,30 @@ PROVOKE = {
     "tf_shape_index": ("tf.nn.ctc_loss", {**CTC_TF, "labels": t("int32", [1, 2])}),
 }
 
+# rule id -> (api, args, wrt): a real backward call whose error that rule matches first
+BACKWARD_PROVOKE = {
+    "torch_not_differentiable": (TF + "soft_margin_loss", {"input": F32([0.5]), "target": F32([1.0])}, ["target"]),
+}
+
+
+def backward_exception(api, args, wrt, grad_output=None):
+    """(outcome, the framework exception frameworks.backward classified, or None)."""
+    seen, classify = [], frameworks.framework_error
+
+    def spy(api, args, exc, what=""):
+        seen.append(exc)
+        return classify(api, args, exc, what)
+
+    with mock.patch.object(frameworks, "framework_error", spy):
+        outcome = frameworks.backward(api, args, wrt, grad_output)
+    return outcome, (seen[0] if seen else None)
+
 
 class Rules(unittest.TestCase):
     def test_every_rule_is_provoked_by_a_real_call(self):
         rule_ids = [r.id for r in frameworks.RULES]
         self.assertEqual(len(rule_ids), len(set(rule_ids)), "rule ids must be unique")
-        self.assertEqual(sorted(rule_ids), sorted(PROVOKE), "each rule needs exactly one provocation")
+        self.assertEqual(sorted(rule_ids), sorted([*PROVOKE, *BACKWARD_PROVOKE]), "each rule needs exactly one provocation")
         kinds = {r.id: r.kind for r in frameworks.RULES}
         for rule_id, (api, args) in PROVOKE.items():
             with self.subTest(rule=rule_id):
@@ -154,6 +175,12 @@ class Rules(unittest.TestCase):
                     self.assertEqual((outcome, err["kind"]), ("error", kinds[rule_id]))
                 else:
                     self.fail(f"{api} did not raise")
+        for rule_id, (api, args, wrt) in BACKWARD_PROVOKE.items():
+            with self.subTest(rule=rule_id):
+                (outcome, err), exc = backward_exception(api, args, wrt)
+                self.assertIsNotNone(exc, f"backward of {api} wrt {wrt} did not raise")
+                self.assertEqual(frameworks.matching_rule(exc), rule_id, f"{type(exc).__name__}: {exc}")
+                self.assertEqual((outcome, err["kind"]), ("error", kinds[rule_id]))
 
     def test_unknown_error_stops_with_the_call_named(self):
         class Strange(Exception):
@@ -207,6 +234,91 @@ class Values(unittest.TestCase):
                          {"dtype": "bool", "shape": [2], "data": [1, 0]})
 
 
+class Backward(unittest.TestCase):
+    # x - y = [0.5, 2, -1, 0]: with N = 4 and g = 0.5, 2 (x - y) g / N = (x - y) / 4, exact in float32
+    X, Y, G = [1.0, 2.0, 3.0, 4.0], [0.5, 0.0, 4.0, 4.0], 0.5
+    WANT = [0.125, 0.5, -0.25, 0.0]
+
+    def test_torch_mse_gradient_is_2_diff_g_over_n(self):
+        kind, grads = frameworks.backward(TF + "mse_loss", {"input": F32(self.X), "target": F32(self.Y)},
+                                          ["input", "target"], F32([self.G], []))
+        self.assertEqual(kind, "value")
+        self.assertEqual(list(grads), ["input", "target"])
+        self.assertEqual(grads["input"], F32(self.WANT))
+        self.assertEqual(grads["target"], F32([-v for v in self.WANT]))
+
+    def test_tf_mse_gradient_is_2_diff_g_over_n(self):
+        for dtype in ("float32", "float64"):
+            kind, grads = frameworks.backward(K + "MeanSquaredError", {"y_true": t(dtype, self.Y), "y_pred": t(dtype, self.X)},
+                                              ["y_pred", "y_true"], F32([self.G], []))  # Keras computes in float32
+            self.assertEqual((kind, list(grads)), ("value", ["y_pred", "y_true"]))
+            self.assertEqual(grads["y_pred"], t(dtype, self.WANT), "gradient in the argument's dtype")
+            self.assertEqual(grads["y_true"], t(dtype, [-v for v in self.WANT]))
+
+    def test_grad_output_defaults_to_ones(self):
+        args = {"input": F32(self.X), "target": F32(self.Y), "reduction": "none"}
+        _, grads = frameworks.backward(TF + "mse_loss", args, ["input"])
+        self.assertEqual(grads["input"]["data"], [1.0, 4.0, -2.0, 0.0])
+        _, grads = frameworks.backward(TF + "mse_loss", args, ["input"], frameworks.pattern_tensor("float32", [4]))
+        self.assertEqual(grads["input"]["data"], [0.5, -4.0, -4.0, 0.0])
+
+    def test_pattern_grad_output(self):
+        self.assertEqual(frameworks.pattern_tensor("float64", []), t("float64", [0.5], []))
+        p = frameworks.pattern_tensor("float16", [3, 3])
+        self.assertEqual((p["shape"], p["data"]), ([3, 3], [0.5, -1.0, 2.0, -0.25, 1.5, 0.75, -2.0, 0.5, -1.0]))
+        np, torch = __import__("numpy"), frameworks.torch()
+        for x in frameworks.PATTERN:  # exact in every float dtype
+            self.assertEqual(float(np.float16(x)), x)
+            self.assertEqual(torch.tensor(x, dtype=torch.bfloat16).item(), x)
+
+    def test_bfloat16_gradients_keep_their_dtype(self):
+        x = t("bfloat16", [1.0, 2.0], [1, 2])
+        for api, args, wrt in ((TF + "cross_entropy", {"input": x, "target": I64([1])}, ["input"]),
+                               ("tf.nn.softmax_cross_entropy_with_logits", {"labels": t("bfloat16", [0.0, 1.0], [1, 2]),
+                                                                            "logits": x}, ["logits"])):
+            kind, grads = frameworks.backward(api, args, wrt)
+            self.assertEqual((kind, grads[wrt[0]]["dtype"], grads[wrt[0]]["shape"]), ("value", "bfloat16", [1, 2]))
+
+    def test_unconnected_argument_has_zero_gradient(self):
+        # Keras casts a float y_true of sparse labels to int: nothing flows back to it
+        kind, grads = frameworks.backward(K + "SparseCategoricalCrossentropy", {"y_true": F32([1.0]), "y_pred": row},
+                                          ["y_pred", "y_true"])
+        self.assertEqual((kind, grads["y_true"]), ("value", F32([0.0])))
+
+    def test_errors_are_classified(self):
+        (kind, err), exc = backward_exception(TF + "soft_margin_loss", {"input": F32([0.5]), "target": F32([1.0])},
+                                              ["target"])
+        self.assertEqual((kind, err["kind"], err["type"]), ("error", "argument", "RuntimeError"))
+        self.assertIn("not differentiable with respect to argument 'target'", err["message"])
+        # a call that fails forward fails backward with the same error
+        args = {"input": F32([1.0, 2.0, 3.0]), "target": F32([1.0, 2.0])}
+        self.assertEqual(frameworks.backward(TF + "mse_loss", args, ["input"]), evaluate(TF + "mse_loss", args))
+
+    def test_requests_that_do_not_fit_the_call_raise(self):
+        args = {"input": F32([1.0]), "target": F32([1.0]), "reduction": "sum"}
+        for wrt in (["reduction"], ["input", "input"], ["nope"], "input"):
+            with self.assertRaises(frameworks.InvalidRequest):
+                frameworks.backward(TF + "mse_loss", args, wrt)
+        with self.assertRaises(frameworks.InvalidRequest):
+            frameworks.backward(TF + "mse_loss", args, ["input"], F32([1.0]))  # the loss is 0-d
+        with self.assertRaises(frameworks.InvalidRequest):
+            frameworks.backward(TF + "mse_loss", args, ["input"], t("float64", [1.0], []))
+
+    def test_python_adapter_answers_backward(self):
+        spec = importlib.util.spec_from_file_location(
+            "serve_adapter", Path(__file__).resolve().parent.parent / "adapters" / "python" / "serve.py")
+        serve = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(serve)
+        self.assertIn("backward", serve.respond('{"id":1,"op":"describe"}')["ok"]["ops"])
+        req = {"id": 2, "op": "backward", "api": TF + "mse_loss", "wrt": ["input"],
+               "args": {"input": F32(self.X), "target": F32(self.Y)}, "grad_output": F32([self.G], [])}
+        self.assertEqual(serve.respond(json.dumps(req)), {"id": 2, "ok": {"input": F32(self.WANT)}})
+        del req["grad_output"]
+        self.assertEqual(serve.respond(json.dumps(req))["ok"]["input"]["data"], [0.25, 1.0, -0.5, 0.0])
+        req["wrt"] = ["target", "bogus"]
+        self.assertEqual(serve.respond(json.dumps(req))["error"]["kind"], "protocol")
+
+
 class ExpectedFile(unittest.TestCase):
     def test_round_trips_exact_values_one_json_entry_per_line(self):
         value = {"dtype": "float64", "shape": [5], "data": [0.1, 1e-05, 1e20, -0.0, "nan"]}
@@ -250,6 +362,60 @@ class ExpectedFile(unittest.TestCase):
             self.assertEqual(list(written["expected"]), ["fam/a", "fam/c"])
             self.assertEqual(written["expected"]["fam/c"]["value"]["data"], [3.0])
 
+    def test_writes_gradients_for_cases_with_wrt_and_a_forward_value(self):
+        def case(name, digest, x, wrt=("input", "target"), target=0.0):
+            c = {"name": name, "api": TF + "mse_loss", "digest": digest,
+                 "args": {"input": F32([x, 2.0 * x]), "target": F32([target] if target is None else [target, target])}}
+            if target is None:  # shapes that do not broadcast: a forward error
+                c["args"]["target"] = F32([0.0, 0.0, 0.0])
+            if wrt:
+                c["wrt"] = list(wrt)
+            return c
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path, grad_path = Path(tmp) / "fam.yaml", Path(tmp) / "fam.gradients.yaml"
+
+            def write(cases):
+                path.write_text("format: lossconf-cases/1\nfamily: fam\nspec_digest: '0'\ncases:\n"
+                                + "".join("- " + json.dumps(c) + "\n" for c in cases))
+
+            versions = reference.recorded_versions()
+            cases = [case("fam/z", "zz", 1.0), case("fam/a", "aa", 2.0, wrt=("input",)),
+                     case("fam/none", "nn", 3.0, wrt=()), case("fam/err", "ee", 1.0, target=None)]
+            write(cases)
+            counts = [0, 0, 0]
+            self.assertEqual(reference.run_family(path, versions, False, counts), (4, 0, 1))
+            self.assertEqual(counts, [2, 0, 0])
+            text = grad_path.read_text()
+            self.assertTrue(text.startswith("# Recorded by tools/reference.py with torch autograd / tf.GradientTape. Do not edit.\n"
+                                            "format: lossconf-gradients/1\nfamily: fam\nversions: {"))
+            body = text.split("expected:\n", 1)[1].splitlines()
+            self.assertEqual([line.split('"')[1] for line in body], ["fam/a", "fam/z"], "sorted, one line each")
+            doc = reference.load_yaml(grad_path)
+            self.assertEqual(doc["settings"], frameworks.SETTINGS)
+            self.assertEqual(yaml.safe_load(text)["expected"], doc["expected"], "valid YAML with the same entries")
+            z = doc["expected"]["fam/z"]
+            # mean of (x - 0)^2 over [1, 2] with grad_output 0.5: d/dx = 2 x 0.5 / 2 = x / 2
+            self.assertEqual((z["digest"], z["framework"], z["grad_output"]), ("zz", "torch", F32([0.5], [])))
+            self.assertEqual(z["value"], {"input": F32([0.5, 1.0]), "target": F32([-0.5, -1.0])})
+            self.assertEqual(list(doc["expected"]["fam/a"]["value"]), ["input"])
+            # unchanged: reused; a changed wrt (same digest) or a changed call: recomputed
+            self.assertEqual(reference.run_family(path, versions, False, counts), (0, 4, 1))
+            self.assertEqual(counts, [0, 2, 0])
+            cases[1] = case("fam/a", "aa", 2.0)
+            cases[0] = case("fam/z", "z2", 4.0)
+            write(cases)
+            self.assertEqual(reference.run_family(path, versions, False, counts), (1, 3, 1))
+            self.assertEqual(counts, [2, 0, 0])
+            self.assertEqual(list(reference.load_yaml(grad_path)["expected"]["fam/a"]["value"]), ["input", "target"])
+            reference.run_family(path, versions, True, counts)
+            self.assertEqual(counts, [2, 0, 0], "--all recomputes")
+            # no case with wrt left: the file goes
+            write([case("fam/none", "nn", 3.0, wrt=())])
+            reference.run_family(path, versions, False, counts)
+            self.assertFalse(grad_path.exists())
+            self.assertEqual([p.name for p in reference.case_files(Path(tmp), [])], ["fam.yaml"])
+
     def test_version_mismatch_is_reported(self):
         with tempfile.TemporaryDirectory() as tmp:
             req = Path(tmp) / "requirements.txt"
@@ -280,6 +446,19 @@ class Compare(unittest.TestCase):
         self.assertIsNotNone(check_serve.compare(err("shape"), err("value")))
         self.assertIsNotNone(check_serve.compare(err("shape"), self.value([1.0])))
         self.assertIsNotNone(check_serve.compare(self.value([1.0]), err("shape")))
+
+    def test_gradients_compare_each_argument(self):
+        g = lambda **kw: ("value", {k: t("float32", v) for k, v in kw.items()})  # noqa: E731
+        self.assertIsNone(check_serve.compare_gradients(g(input=[1.0], target=["nan"]), g(target=["nan"], input=[1.0])))
+        self.assertIn("target", check_serve.compare_gradients(g(input=[1.0], target=[1.0]), g(input=[1.0], target=[1.1])))
+        self.assertIsNotNone(check_serve.compare_gradients(g(input=[1.0], target=[1.0]), g(input=[1.0])))
+        self.assertIsNotNone(check_serve.compare_gradients(g(input=[1.0]), ("error", {"kind": "shape"})))
+
+    def test_backward_wrt_comes_from_the_specs(self):
+        diff = check_serve.load_differentiable()
+        self.assertEqual(diff[TF + "mse_loss"][:2], ["input", "target"])
+        args = {"input": F32([1.0]), "target": I64([1]), "reduction": "sum"}
+        self.assertEqual(check_serve.float_wrt(args, ["input", "target", "weight"]), ["input"])
 
     def test_generated_calls_are_reproducible(self):
         for api in check_serve.GENERATORS:

@@ -9,6 +9,8 @@ compute. It reuses tools/frameworks.py, the same evaluation and error classifica
 tools/reference.py records expectations with, so the two can never drift apart.
 
 One request per line on stdin, one response per line on stdout, in order; stderr is free.
+`backward` answers `{"ok": {name: gradient}}` from torch autograd / tf.GradientTape
+(`frameworks.backward`, the same code that records cases/*.gradients.yaml).
 """
 
 import json
@@ -53,13 +55,20 @@ def respond(line):
     rid, op = req["id"], req.get("op")
     if op == "describe":
         return {"id": rid, "ok": {"backend": "frameworks", "protocol": "lossconf/1", "version": "torch+tensorflow",
-                                  "ops": ["describe", "forward"], "apis": APIS}}
-    if op != "forward" or not isinstance(req.get("api"), str):
-        return {"id": rid, "error": {"kind": "protocol", "message": "op must be describe or forward (with api)"}}
+                                  "ops": ["describe", "forward", "backward"], "apis": APIS}}
+    if op not in ("forward", "backward") or not isinstance(req.get("api"), str):
+        return {"id": rid, "error": {"kind": "protocol", "message": "op must be describe, forward or backward (with api)"}}
+    if op == "backward" and not isinstance(req.get("wrt"), list):
+        return {"id": rid, "error": {"kind": "protocol", "message": "backward needs wrt, a list of argument names"}}
     try:
-        kind, payload = frameworks.evaluate(req["api"], req.get("args") or {})
+        if op == "forward":
+            kind, payload = frameworks.evaluate(req["api"], req.get("args") or {})
+        else:
+            kind, payload = frameworks.backward(req["api"], req.get("args") or {}, req["wrt"], req.get("grad_output"))
     except frameworks.UnknownApi as exc:
         return {"id": rid, "unsupported": str(exc)}
+    except frameworks.InvalidRequest as exc:  # wrt or grad_output that do not fit the call
+        return {"id": rid, "error": {"kind": "protocol", "message": str(exc)}}
     except frameworks.UnclassifiedError as exc:
         # The framework raised, but no rule says which kind: never a silent match.
         return {"id": rid, "error": {"kind": "backend", "message": f"unclassified framework error: {exc}"}}
