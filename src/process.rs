@@ -5,7 +5,8 @@
 //! timeout, a crash, or a line that is not a valid response fails that one call (kind
 //! `backend`, with the tail of the program's stderr), and the program is restarted for the next.
 
-use crate::backend::{Backend, Call, CallError, ErrorKind, Outcome};
+use crate::backend::{Backend, Call, CallError, ErrorKind, Gradients, Outcome};
+use crate::tensor::Tensor;
 use serde_json::{json, Value as Json};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -30,6 +31,8 @@ pub struct ProcessBackend {
     timeout: Duration,
     name: String,
     apis: Option<Vec<String>>,
+    /// Whether `describe` listed `backward` among its `ops` (a server that lists no ops is asked).
+    backward: bool,
     state: Mutex<Option<Running>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
 }
@@ -42,6 +45,7 @@ impl ProcessBackend {
             timeout,
             name: command.to_string(),
             apis: None,
+            backward: true,
             state: Mutex::new(None),
             stderr: Arc::new(Mutex::new(VecDeque::new())),
         };
@@ -53,6 +57,9 @@ impl ProcessBackend {
             .ok_or_else(|| format!("`{command}` answered describe without `ok`: {described}"))?;
         if let Some(name) = ok.get("backend").and_then(Json::as_str) {
             b.name = name.to_string();
+        }
+        if let Some(ops) = ok.get("ops").and_then(Json::as_array) {
+            b.backward = ops.iter().any(|o| o == "backward");
         }
         b.apis = ok.get("apis").and_then(Json::as_array).map(|a| {
             a.iter()
@@ -183,8 +190,31 @@ fn truncate(s: &str) -> String {
     }
 }
 
-fn failed(message: String) -> Outcome {
+fn failed<T>(message: String) -> Outcome<T> {
     Outcome::Error(CallError::new(ErrorKind::Backend, message))
+}
+
+/// Reads a response's `ok` (as `T`), `error` or `unsupported`.
+fn answer<T: serde::de::DeserializeOwned>(resp: &Json, what: &str) -> Outcome<T> {
+    if let Some(t) = resp.get("ok") {
+        return match serde_json::from_value(t.clone()) {
+            Ok(t) => Outcome::Value(t),
+            Err(e) => failed(format!("`ok` is not {what}: {e}")),
+        };
+    }
+    if let Some(e) = resp.get("error") {
+        return match serde_json::from_value::<CallError>(e.clone()) {
+            Ok(e) => Outcome::Error(e),
+            Err(err) => failed(format!("`error` is not {{kind, message}}: {err}")),
+        };
+    }
+    match resp.get("unsupported").and_then(Json::as_str) {
+        Some(why) => Outcome::Unsupported(why.to_string()),
+        None => failed(format!(
+            "response has none of ok/error/unsupported: {}",
+            truncate(&resp.to_string())
+        )),
+    }
 }
 
 impl Backend for ProcessBackend {
@@ -197,28 +227,31 @@ impl Backend for ProcessBackend {
     }
 
     fn forward(&self, call: &Call) -> Outcome {
-        let resp = match self.request("forward", json!({"api": call.api, "args": call.args})) {
-            Ok(r) => r,
-            Err(e) => return failed(e),
-        };
-        if let Some(t) = resp.get("ok") {
-            return match serde_json::from_value(t.clone()) {
-                Ok(t) => Outcome::Value(t),
-                Err(e) => failed(format!("`ok` is not a tensor: {e}")),
-            };
+        match self.request("forward", json!({"api": call.api, "args": call.args})) {
+            Ok(resp) => answer(&resp, "a tensor"),
+            Err(e) => failed(e),
         }
-        if let Some(e) = resp.get("error") {
-            return match serde_json::from_value::<CallError>(e.clone()) {
-                Ok(e) => Outcome::Error(e),
-                Err(err) => failed(format!("`error` is not {{kind, message}}: {err}")),
-            };
+    }
+
+    fn backward(
+        &self,
+        call: &Call,
+        wrt: &[String],
+        grad_output: Option<&Tensor>,
+    ) -> Outcome<Gradients> {
+        if !self.backward {
+            return Outcome::Unsupported(format!(
+                "{} does not list `backward` among its ops",
+                self.name
+            ));
         }
-        match resp.get("unsupported").and_then(Json::as_str) {
-            Some(why) => Outcome::Unsupported(why.to_string()),
-            None => failed(format!(
-                "response has none of ok/error/unsupported: {}",
-                truncate(&resp.to_string())
-            )),
+        let mut body = json!({"api": call.api, "args": call.args, "wrt": wrt});
+        if let Some(g) = grad_output {
+            body["grad_output"] = json!(g);
+        }
+        match self.request("backward", body) {
+            Ok(resp) => answer(&resp, "a map of argument name to tensor"),
+            Err(e) => failed(e),
         }
     }
 }

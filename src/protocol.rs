@@ -6,7 +6,8 @@
 //! backend is answered with a `backend` error. Nothing a client sends can stop the server
 //! before the end of its input.
 
-use crate::backend::{Backend, Call, CallError, ErrorKind, Outcome, Value};
+use crate::backend::{Backend, Call, CallError, ErrorKind, Gradients, Outcome, Value};
+use crate::tensor::Tensor;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -18,7 +19,7 @@ fn error(id: &Json, kind: ErrorKind, message: impl Into<String>) -> Json {
     json!({"id": id, "error": {"kind": kind.name(), "message": message.into()}})
 }
 
-fn outcome_json(id: &Json, outcome: Outcome) -> Json {
+fn outcome_json<T: serde::Serialize>(id: &Json, outcome: Outcome<T>) -> Json {
     match outcome {
         Outcome::Value(t) => json!({"id": id, "ok": t}),
         Outcome::Error(CallError { kind, message }) => error(id, kind, message),
@@ -58,40 +59,82 @@ pub fn respond(backend: &dyn Backend, line: &str) -> Json {
             "backend": backend.name(),
             "protocol": PROTOCOL,
             "version": env!("CARGO_PKG_VERSION"),
-            "ops": ["describe", "forward"],
+            "ops": ["describe", "forward", "backward"],
             "apis": backend.apis().unwrap_or_default(),
         }}),
-        Some("forward") => {
-            let Some(api) = obj.get("api").and_then(Json::as_str) else {
-                return error(&id, ErrorKind::Protocol, "forward needs `api` (a string)");
+        Some(op @ ("forward" | "backward")) => {
+            let call = match read_call(obj, op) {
+                Ok(c) => c,
+                Err(message) => return error(&id, ErrorKind::Protocol, message),
             };
-            let args: BTreeMap<String, Value> = match obj.get("args") {
-                None => BTreeMap::new(),
-                Some(a) => match serde_json::from_value(a.clone()) {
-                    Ok(m) => m,
-                    Err(e) => return error(&id, ErrorKind::Protocol, format!("bad `args`: {e}")),
-                },
+            let answer = if op == "forward" {
+                catch_unwind(AssertUnwindSafe(|| backend.forward(&call)))
+                    .map(|outcome| outcome_json(&id, outcome))
+            } else {
+                let (wrt, grad_output) = match read_backward(obj) {
+                    Ok(b) => b,
+                    Err(message) => return error(&id, ErrorKind::Protocol, message),
+                };
+                catch_unwind(AssertUnwindSafe(|| {
+                    backend.backward(&call, &wrt, grad_output.as_ref())
+                }))
+                .map(|outcome: Outcome<Gradients>| outcome_json(&id, outcome))
             };
-            let call = Call {
-                api: api.to_string(),
-                args,
-            };
-            match catch_unwind(AssertUnwindSafe(|| backend.forward(&call))) {
-                Ok(outcome) => outcome_json(&id, outcome),
-                Err(_) => error(
+            answer.unwrap_or_else(|_| {
+                error(
                     &id,
                     ErrorKind::Backend,
-                    format!("the backend panicked on {}", call.describe()),
-                ),
-            }
+                    format!("the backend panicked in {op} on {}", call.describe()),
+                )
+            })
         }
         Some(other) => error(
             &id,
             ErrorKind::Protocol,
-            format!("unknown op '{other}' (describe, forward)"),
+            format!("unknown op '{other}' (describe, forward, backward)"),
         ),
         None => error(&id, ErrorKind::Protocol, "a request needs `op` (a string)"),
     }
+}
+
+/// The `api` and `args` of a forward or backward request.
+fn read_call(obj: &serde_json::Map<String, Json>, op: &str) -> Result<Call, String> {
+    let Some(api) = obj.get("api").and_then(Json::as_str) else {
+        return Err(format!("{op} needs `api` (a string)"));
+    };
+    let args: BTreeMap<String, Value> = match obj.get("args") {
+        None => BTreeMap::new(),
+        Some(a) => serde_json::from_value(a.clone()).map_err(|e| format!("bad `args`: {e}"))?,
+    };
+    Ok(Call {
+        api: api.to_string(),
+        args,
+    })
+}
+
+/// The `wrt` (a non-empty list of distinct argument names) and optional `grad_output` of a
+/// backward request.
+fn read_backward(
+    obj: &serde_json::Map<String, Json>,
+) -> Result<(Vec<String>, Option<Tensor>), String> {
+    let wrt: Vec<String> = match obj.get("wrt") {
+        Some(w) => serde_json::from_value(w.clone())
+            .map_err(|e| format!("bad `wrt` (a list of argument names): {e}"))?,
+        None => return Err("backward needs `wrt` (a list of argument names)".into()),
+    };
+    if wrt.is_empty() {
+        return Err("`wrt` names no argument".into());
+    }
+    if let Some(dup) = wrt.iter().enumerate().find(|(i, w)| wrt[..*i].contains(w)) {
+        return Err(format!("`wrt` names '{}' twice", dup.1));
+    }
+    let grad_output = match obj.get("grad_output") {
+        None | Some(Json::Null) => None,
+        Some(g) => {
+            Some(serde_json::from_value(g.clone()).map_err(|e| format!("bad `grad_output`: {e}"))?)
+        }
+    };
+    Ok((wrt, grad_output))
 }
 
 /// Serves `backend` until the end of `input`. Blank lines are ignored.
@@ -131,6 +174,38 @@ mod tests {
             r#"{"id":8,"op":"forward","api":"x","args":{"input":{"dtype":"float32","shape":[2],"data":[1]}}}"#,
         );
         assert_eq!(r["error"]["kind"], "protocol", "{r}");
+    }
+
+    #[test]
+    fn backward_requests_are_checked_and_answered() {
+        let x = r#"{"dtype":"float64","shape":[2],"data":[1.0,3.0]}"#;
+        let y = r#"{"dtype":"float64","shape":[2],"data":[0.0,0.0]}"#;
+        let call =
+            format!(r#""api":"torch.nn.functional.mse_loss","args":{{"input":{x},"target":{y}}}"#);
+        let r = respond(&Reference, &format!(r#"{{"id":1,"op":"backward",{call}}}"#));
+        assert_eq!(r["error"]["kind"], "protocol", "{r}");
+        let r = respond(
+            &Reference,
+            &format!(r#"{{"id":2,"op":"backward",{call},"wrt":["input","input"]}}"#),
+        );
+        assert_eq!(r["error"]["kind"], "protocol", "{r}");
+        let r = respond(
+            &Reference,
+            &format!(r#"{{"id":3,"op":"backward",{call},"wrt":["input"]}}"#),
+        );
+        assert!(
+            r.get("ok").is_some() || r.get("unsupported").is_some(),
+            "{r}"
+        );
+        let r = respond(&Reference, &format!(r#"{{"id":4,"op":"describe"}}"#));
+        assert!(
+            r["ok"]["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o == "backward"),
+            "{r}"
+        );
     }
 
     #[test]
