@@ -11,6 +11,7 @@ pub use backend::{Backend, Call, CallError, ErrorKind, Outcome, Value};
 pub use tensor::{DType, Tensor};
 pub mod case;
 pub mod generate;
+pub mod gradcheck;
 pub mod spec;
 
 pub mod compare;

@@ -77,6 +77,36 @@ enum Command {
     },
     /// Serve the reference backend over lossconf/1 on stdin/stdout.
     Serve,
+    /// Check a backend's `backward` against central finite differences of its own `forward`
+    /// (float64), on the suite's inputs: no recorded values needed.
+    Gradcheck(GradcheckOptions),
+}
+
+#[derive(clap::Args)]
+struct GradcheckOptions {
+    /// Check only cases whose name contains one of these strings.
+    filter: Vec<String>,
+    /// Check a program speaking lossconf/1 instead of the reference (run by `sh -c`).
+    #[arg(long)]
+    command: Option<String>,
+    /// Seconds a process backend may take per call.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Elements checked per differentiated argument.
+    #[arg(long, default_value_t = 6)]
+    max_elements: usize,
+    /// Relative tolerance between the backward and the central difference.
+    #[arg(long, default_value_t = 1e-4)]
+    rtol: f64,
+    /// Absolute tolerance between the backward and the central difference.
+    #[arg(long, default_value_t = 1e-6)]
+    atol: f64,
+    /// Seed of the random grad_output.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How many disagreements to print.
+    #[arg(long, default_value_t = 20)]
+    show: usize,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +117,7 @@ fn main() -> ExitCode {
         Command::Run(opts) => run(&root, opts),
         Command::List => list(&root),
         Command::Report { check } => report(&root, check),
+        Command::Gradcheck(opts) => gradcheck(&root, opts),
         Command::Serve => {
             let stdin = std::io::stdin();
             match lossconf::protocol::serve(&Reference, stdin.lock(), std::io::stdout().lock()) {
@@ -174,6 +205,66 @@ fn run(root: &Path, opts: RunOptions) -> ExitCode {
         eprintln!("{}", result.closing_line());
     }
     if result.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn gradcheck(root: &Path, opts: GradcheckOptions) -> ExitCode {
+    let backend: Box<dyn Backend> = match &opts.command {
+        None => Box::new(Reference),
+        Some(cmd) => match ProcessBackend::start(cmd, Duration::from_secs_f64(opts.timeout)) {
+            Ok(b) => Box::new(b),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let started = Instant::now();
+    let plan = harness::load_plan(root);
+    let cases: Vec<_> = plan
+        .checks
+        .iter()
+        .filter(|c| !c.backward && !c.case.wrt.is_empty())
+        .filter(|c| {
+            opts.filter.is_empty() || opts.filter.iter().any(|f| c.name.contains(f.as_str()))
+        })
+        .map(|c| c.case.as_ref())
+        .collect();
+    let settings = lossconf::gradcheck::Settings {
+        max_elements: opts.max_elements,
+        rtol: opts.rtol,
+        atol: opts.atol,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = cases.len().div_ceil(threads).max(1);
+    let backend = backend.as_ref();
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .chunks(chunk)
+            .map(|part| {
+                let settings = &settings;
+                s.spawn(move || {
+                    part.iter()
+                        .map(|c| lossconf::gradcheck::check_case(backend, c, settings, opts.seed))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("gradcheck worker"))
+            .collect()
+    });
+    print!("{}", lossconf::gradcheck::render(&reports, opts.show));
+    println!(
+        "backend {} in {:.2} s",
+        backend.name(),
+        started.elapsed().as_secs_f64()
+    );
+    if reports.iter().any(|r| r.disagreements().next().is_some()) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
