@@ -13,6 +13,8 @@ pub struct Entry {
     pub name: String,
     pub family: String,
     pub api: String,
+    /// A backward (gradient) trial rather than a forward one.
+    pub backward: bool,
     pub status: Status,
 }
 
@@ -85,6 +87,7 @@ pub fn run(backend: &dyn Backend, plan: &Plan, filter: &[String]) -> RunResult {
         .zip(statuses)
         .map(|(c, status)| Entry {
             name: c.name.clone(),
+            backward: c.backward,
             family: c.family.clone(),
             api: c.case.api.clone(),
             status,
@@ -111,11 +114,11 @@ impl RunResult {
         t
     }
 
-    pub fn by_api(&self) -> BTreeMap<(String, String), Tally> {
-        let mut m: BTreeMap<(String, String), Tally> = BTreeMap::new();
+    /// `(family, api)` -> `[forward, backward]` tallies.
+    pub fn by_api(&self) -> BTreeMap<(String, String), [Tally; 2]> {
+        let mut m: BTreeMap<(String, String), [Tally; 2]> = BTreeMap::new();
         for e in &self.entries {
-            m.entry((e.family.clone(), e.api.clone()))
-                .or_default()
+            m.entry((e.family.clone(), e.api.clone())).or_default()[e.backward as usize]
                 .add(&e.status);
         }
         m
@@ -155,14 +158,19 @@ impl RunResult {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<34} {:<50} {:>7} {:>7} {:>7} {:>6}",
-            "family", "api", "passed", "failed", "skipped", "xfail"
+            "{:<34} {:<50} {:>23}   {:>23}",
+            "", "", "forward", "backward (/grad)"
         );
-        for ((family, api), t) in self.by_api() {
+        let _ = writeln!(
+            s,
+            "{:<34} {:<50} {:>6} {:>5} {:>5} {:>5}   {:>6} {:>5} {:>5} {:>5}",
+            "family", "api", "passed", "fail", "skip", "xfail", "passed", "fail", "skip", "xfail"
+        );
+        for ((family, api), [f, b]) in self.by_api() {
             let _ = writeln!(
                 s,
-                "{family:<34} {api:<50} {:>7} {:>7} {:>7} {:>6}",
-                t.passed, t.failed, t.skipped, t.xfail
+                "{family:<34} {api:<50} {:>6} {:>5} {:>5} {:>5}   {:>6} {:>5} {:>5} {:>5}",
+                f.passed, f.failed, f.skipped, f.xfail, b.passed, b.failed, b.skipped, b.xfail
             );
         }
         let failures = self.failures();
@@ -197,7 +205,7 @@ impl RunResult {
                     Status::Skipped(m) => ("skipped", Some(m.as_str())),
                     Status::ExpectedFailure(m) => ("expected_failure", Some(m.as_str())),
                 };
-                json!({"name": e.name, "family": e.family, "api": e.api, "status": status, "detail": detail})
+                json!({"name": e.name, "family": e.family, "api": e.api, "op": if e.backward { "backward" } else { "forward" }, "status": status, "detail": detail})
             })
             .collect();
         let problems: Vec<_> = self
@@ -290,12 +298,12 @@ impl RunResult {
     }
 
     pub fn markdown(&self) -> String {
-        let mut s = format!("# lossconf: {}\n\n| family | api | passed | failed | skipped | expected failures |\n|---|---|---:|---:|---:|---:|\n", self.backend);
-        for ((family, api), t) in self.by_api() {
+        let mut s = format!("# lossconf: {}\n\n| family | api | passed | failed | skipped | expected failures | backward passed | backward failed | backward skipped | backward expected failures |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", self.backend);
+        for ((family, api), [f, b]) in self.by_api() {
             let _ = writeln!(
                 s,
-                "| {family} | `{api}` | {} | {} | {} | {} |",
-                t.passed, t.failed, t.skipped, t.xfail
+                "| {family} | `{api}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.passed, f.failed, f.skipped, f.xfail, b.passed, b.failed, b.skipped, b.xfail
             );
         }
         let failures = self.failures();
