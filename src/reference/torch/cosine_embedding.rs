@@ -8,16 +8,23 @@
 //! vectors of length ~1e-3 (cos = x / 0 = inf, loss -inf). `d` is the target's rank: a 1-D
 //! target takes 2-D inputs, a 0-d target 1-D inputs.
 
-use super::margin::{add, add_scalar, clamp_min0, mul, rsub_scalar, where_, zeros_like};
+use super::margin::{
+    add, add_scalar, clamp_min0, grad_to, mul, neg, pass_where, put, reduction_backward,
+    rsub_scalar, where_, zeros_like,
+};
 use super::reduction;
 use super::{sum_axis, zip, Arr};
 use crate::backend::CallError;
+use crate::backend::Gradients;
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[(
+    "torch.nn.functional.cosine_embedding_loss",
+    cosine_embedding_loss_backward,
+)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[(
@@ -43,7 +50,23 @@ fn sum_dim(x: &Arr, axis: usize) -> Arr {
     }
 }
 
-pub fn cosine_embedding_loss(args: &Args) -> Result<Tensor, CallError> {
+/// The forward intermediates the backward reuses.
+struct Parts {
+    input1: Arr,
+    input2: Arr,
+    target: Arr,
+    margin: f64,
+    red: reduction::Reduction,
+    targ_dim: usize,
+    prod_sum: Arr,
+    mag1: Arr,
+    mag2: Arr,
+    denom: Arr,
+    cos: Arr,
+    output: Arr,
+}
+
+fn forward(args: &Args) -> Result<Parts, CallError> {
     let input1 = Arr::of(args.tensor("input1")?);
     let input2 = Arr::of(args.tensor("input2")?);
     let target = Arr::of(args.tensor("target")?);
@@ -75,7 +98,93 @@ pub fn cosine_embedding_loss(args: &Args) -> Result<Tensor, CallError> {
     let output_pos = where_(&target, |y| y == 1.0, &pos, &zeros)?;
     let output_neg = where_(&target, |y| y == -1.0, &neg, &zeros)?;
     let output = add(&output_pos, &output_neg)?;
-    Ok(reduction::apply(output, red)?.tensor())
+    Ok(Parts {
+        input1,
+        input2,
+        target,
+        margin,
+        red,
+        targ_dim,
+        prod_sum,
+        mag1,
+        mag2,
+        denom,
+        cos,
+        output,
+    })
+}
+
+pub fn cosine_embedding_loss(args: &Args) -> Result<Tensor, CallError> {
+    let parts = forward(args)?;
+    Ok(reduction::apply(parts.output, parts.red)?.tensor())
+}
+
+/// The backward of `x.sum(axis)`: the gradient with `axis` put back, expanded to `shape`.
+fn unsum(g: &Arr, axis: usize, shape: &[usize]) -> Result<Arr, CallError> {
+    Arr {
+        dt: g.dt,
+        a: g.a.clone().insert_axis(ndarray::Axis(axis)),
+    }
+    .expand(shape)
+}
+
+/// `cosine_embedding_loss` backward: the composite differentiated op by op with
+/// derivatives.yaml's formulas, each rounded to its op's dtype: `where` and `clamp_min` (`> 0`:
+/// none at exactly `cos = margin`) route the gradient to `cos`, div gives `grad / denom` to the
+/// dot product and `-grad * (dot / denom) / denom` to the denominator, sqrt `grad / (2 sqrt)`,
+/// the products of the squared norms `grad * other`; each input accumulates its squared-norm
+/// gradient (the two equal halves of `x * x` first) and its dot-product gradient, in the
+/// order autograd runs the nodes.
+pub fn cosine_embedding_loss_backward(args: &Args, bw: &Backward) -> Result<Gradients, CallError> {
+    let p = forward(args)?;
+    let g = reduction_backward(&Arr::of(bw.grad_output), p.output.shape(), p.red)?;
+    let g_pos = grad_to(
+        &pass_where(&p.target, |y| y == 1.0, &g)?,
+        p.cos.shape(),
+        p.cos.dt,
+    )?;
+    let g_neg = grad_to(
+        &pass_where(&p.target, |y| y == -1.0, &g)?,
+        p.cos.shape(),
+        p.cos.dt,
+    )?;
+    let pre = add_scalar(&p.cos, -p.margin);
+    let g_cos = add(&neg(&g_pos)?, &pass_where(&pre, |v| v > 0.0, &g_neg)?)?;
+    // div: self gets grad / other, other -grad * ((self / other) / other).
+    let g_ps = grad_to(
+        &zip(&g_cos, &p.denom, |_| Ok(()), |a, b| a / b)?,
+        p.prod_sum.shape(),
+        p.prod_sum.dt,
+    )?;
+    let ratio = zip(&p.prod_sum, &p.denom, |_| Ok(()), |a, b| a / b)?;
+    let ratio = zip(&ratio, &p.denom, |_| Ok(()), |a, b| a / b)?;
+    let g_denom = grad_to(&mul(&neg(&g_cos)?, &ratio)?, p.denom.shape(), p.denom.dt)?;
+    // sqrt: grad / (2 * result).
+    let two_denom = p.denom.map(p.denom.dt, |v| 2.0 * v);
+    let g_prod = zip(&g_denom, &two_denom, |_| Ok(()), |a, b| a / b)?;
+    let g_mag1 = grad_to(&mul(&g_prod, &p.mag2)?, p.mag1.shape(), p.mag1.dt)?;
+    let g_mag2 = grad_to(&mul(&g_prod, &p.mag1)?, p.mag2.shape(), p.mag2.dt)?;
+    let d = p.targ_dim;
+    let grad_of = |x: &Arr, other: &Arr, g_mag: &Arr| -> Result<Arr, CallError> {
+        let sq = grad_to(&mul(&unsum(g_mag, d, x.shape())?, x)?, x.shape(), x.dt)?;
+        let dot_shape = super::broadcast_shapes(x.shape(), other.shape())?;
+        let dot = grad_to(&mul(&unsum(&g_ps, d, &dot_shape)?, other)?, x.shape(), x.dt)?;
+        add(&add(&sq, &sq)?, &dot)
+    };
+    let mut out = Gradients::new();
+    put(
+        &mut out,
+        bw,
+        "input1",
+        &grad_of(&p.input1, &p.input2, &g_mag1)?,
+    );
+    put(
+        &mut out,
+        bw,
+        "input2",
+        &grad_of(&p.input2, &p.input1, &g_mag2)?,
+    );
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -10,11 +10,13 @@
 
 use super::reduction::{self, Reduction};
 use super::{broadcast_shapes, result_type, round_to, torch_dtype_name, zip, zip_inplace, Arr};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
+use crate::reference::gradient::{self, Backward};
+use crate::reference::GradientKernel;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
 use ndarray::{ArrayD, IxDyn};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -35,7 +37,28 @@ pub const KERNELS: &[(&str, Kernel)] = &[
 ];
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    (
+        "torch.nn.functional.hinge_embedding_loss",
+        hinge_embedding_loss_backward,
+    ),
+    (
+        "torch.nn.functional.margin_ranking_loss",
+        margin_ranking_loss_backward,
+    ),
+    (
+        "torch.nn.functional.multi_margin_loss",
+        multi_margin_loss_backward,
+    ),
+    (
+        "torch.nn.functional.multilabel_margin_loss",
+        multilabel_margin_loss_backward,
+    ),
+    (
+        "torch.nn.functional.soft_margin_loss",
+        soft_margin_loss_backward,
+    ),
+];
 
 // ---------------------------------------------------------------------------------------------
 // Tensor ops shared with the cosine and triplet kernels.
@@ -512,6 +535,279 @@ pub fn multi_margin_loss(args: &Args) -> Result<Tensor, CallError> {
         }
     };
     Ok(out.tensor())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward. PyTorch differentiates the three composite losses op by op (derivatives.yaml of the
+// component ops, each op rounding to its dtype, autograd reducing a broadcast gradient with
+// `sum_to` and casting it to the input's dtype) and the other two with their dedicated ATen
+// backward kernels. Each `*_backward` below recomputes the forward intermediates it needs.
+
+/// The backward of `apply_loss_reduction` for a loss of `shape`: `grad` itself for none,
+/// `grad.expand(shape)` for sum and `grad.expand(shape) / numel` (one rounding) for mean.
+pub(crate) fn reduction_backward(
+    grad: &Arr,
+    shape: &[usize],
+    red: Reduction,
+) -> Result<Arr, CallError> {
+    match red {
+        Reduction::None => Ok(grad.clone()),
+        Reduction::Sum => grad.expand(shape),
+        Reduction::Mean => {
+            let n = shape.iter().product::<usize>() as f64;
+            Ok(grad.expand(shape)?.map(grad.dt, |g| g / n))
+        }
+    }
+}
+
+/// What autograd does with a gradient on its way to an input: `sum_to` the input's `shape`
+/// (accumulated in the working dtype) and a cast to the input's dtype `dt`.
+pub(crate) fn grad_to(g: &Arr, shape: &[usize], dt: DType) -> Result<Arr, CallError> {
+    let a = if g.shape() == shape {
+        g.a.clone()
+    } else {
+        let acc = super::accumulate_dtype(g.dt);
+        crate::reference::gradient::sum_to_shape(g.a.clone(), shape)?
+            .mapv(|v| round_to(g.dt, round_to(acc, v)))
+    };
+    Ok(Arr {
+        dt,
+        a: a.mapv(|v| round_to(dt, v)),
+    })
+}
+
+/// `where(pred(cond), grad, 0)`: the backward of `where` and of `clamp_min` (whose formula is
+/// `where(self > min, grad, 0)`: no gradient exactly at the bound, nor through NaN).
+pub(crate) fn pass_where(
+    cond: &Arr,
+    pred: impl Fn(f64) -> bool,
+    g: &Arr,
+) -> Result<Arr, CallError> {
+    where_(cond, pred, g, &zeros_like(g))
+}
+
+/// Stores the gradient of `name` when it is asked for.
+pub(crate) fn put(out: &mut Gradients, bw: &Backward, name: &str, g: &Arr) {
+    if bw.wants(name) {
+        gradient::insert(out, name, g.dt, &g.a);
+    }
+}
+
+/// `margin_ranking_loss` backward: the chain rule of the composite
+/// `(-target * (input1 - input2) + margin).clamp_min_(0)` with derivatives.yaml's formulas:
+/// clamp_min passes the gradient where the term is `> 0` (at the margin it stops it), mul
+/// backward is `grad * other`, sub gives `grad` and `-grad`.
+pub fn margin_ranking_loss_backward(args: &Args, bw: &Backward) -> Result<Gradients, CallError> {
+    let input1 = Arr::of(args.tensor("input1")?);
+    let input2 = Arr::of(args.tensor("input2")?);
+    let target = Arr::of(args.tensor("target")?);
+    let margin = super::float_arg(args, "margin", 0.0)?;
+    let red = legacy_reduction(args)?;
+    let neg_target = neg(&target)?;
+    let diff = sub(&input1, &input2)?;
+    let pre = add_scalar(&mul(&neg_target, &diff)?, margin);
+    let g = reduction_backward(&Arr::of(bw.grad_output), pre.shape(), red)?;
+    let g = pass_where(&pre, |v| v > 0.0, &g)?;
+    let g_diff = grad_to(&mul(&g, &neg_target)?, diff.shape(), diff.dt)?;
+    let g_neg_target = grad_to(&mul(&g, &diff)?, neg_target.shape(), neg_target.dt)?;
+    let mut out = Gradients::new();
+    put(
+        &mut out,
+        bw,
+        "input1",
+        &grad_to(&g_diff, input1.shape(), input1.dt)?,
+    );
+    put(
+        &mut out,
+        bw,
+        "input2",
+        &grad_to(&neg(&g_diff)?, input2.shape(), input2.dt)?,
+    );
+    put(
+        &mut out,
+        bw,
+        "target",
+        &grad_to(&neg(&g_neg_target)?, target.shape(), target.dt)?,
+    );
+    Ok(out)
+}
+
+/// `hinge_embedding_loss` backward: the composite
+/// `where(target != 1, (margin - input).clamp_min_(0), 0) + where(target != -1, input, 0)`
+/// differentiated op by op: `-grad` where the target is not 1 and `margin - input > 0`
+/// (none exactly at the margin), plus `grad` where the target is not -1, summed as autograd
+/// accumulates the two paths.
+pub fn hinge_embedding_loss_backward(args: &Args, bw: &Backward) -> Result<Gradients, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let margin = super::float_arg(args, "margin", 1.0)?;
+    let red = legacy_reduction(args)?;
+    let zeros = zeros_like(&input);
+    let pre = rsub_scalar(margin, &input)?;
+    let output_margin = where_(&target, |t| t != 1.0, &clamp_min0(&pre), &zeros)?;
+    let output_self = where_(&target, |t| t != -1.0, &input, &zeros)?;
+    let loss = add(&output_margin, &output_self)?;
+    let g = reduction_backward(&Arr::of(bw.grad_output), loss.shape(), red)?;
+    let g_margin = grad_to(&pass_where(&target, |t| t != 1.0, &g)?, pre.shape(), pre.dt)?;
+    let g_margin = neg(&pass_where(&pre, |v| v > 0.0, &g_margin)?)?;
+    let g_self = grad_to(
+        &pass_where(&target, |t| t != -1.0, &g)?,
+        input.shape(),
+        input.dt,
+    )?;
+    let mut out = Gradients::new();
+    put(&mut out, bw, "input", &add(&g_margin, &g_self)?);
+    Ok(out)
+}
+
+/// `soft_margin_loss` backward: ATen's `soft_margin_loss_backward_out`, in place in the input's
+/// dtype: `z = exp(-target * input)`, `grad = target * z * (-norm) / (z + 1) * grad_output`
+/// (`norm` = 1 / numel for mean).
+pub fn soft_margin_loss_backward(args: &Args, bw: &Backward) -> Result<Gradients, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let red = legacy_reduction(args)?;
+    let norm = if red == Reduction::Mean {
+        1.0 / input.a.len() as f64
+    } else {
+        1.0
+    };
+    let e = mul(&neg(&target)?, &input)?;
+    let z = e.map(e.dt, f64::exp);
+    let prod = mul(&target, &z)?;
+    let gi = prod.map(input.dt, |v| v);
+    // `mul_(-norm)`: the scalar in op math (float32 for float and the half types).
+    let opmath = super::accumulate_dtype(gi.dt);
+    let s = round_to(opmath, -norm);
+    let gi = gi.map(gi.dt, |v| v * s);
+    let z1 = add_scalar(&z, 1.0);
+    let gi = zip_inplace(&gi, &z1, |a, b| a / b)?;
+    let gi = zip_inplace(&gi, &Arr::of(bw.grad_output), |a, b| a * b)?;
+    let mut out = Gradients::new();
+    put(&mut out, bw, "input", &gi);
+    Ok(out)
+}
+
+/// The per-frame multiplier of the class-index backward kernels: the 0-d grad_output (a
+/// reduced loss or an unbatched one), or `grad_output[t]`.
+fn frame_grad(grad: &Tensor, nframe: usize) -> Vec<f64> {
+    let g = grad.to_f64_vec();
+    if grad.shape().is_empty() {
+        vec![g[0]; nframe]
+    } else {
+        g
+    }
+}
+
+/// `multilabel_margin_loss` backward: ATen's `multilabel_margin_loss_backward_out_frame`. For
+/// each listed label j and each non-target class i with `1 - x[j] + x[i] > 0` (in the input's
+/// dtype), `g = 1 / dim` (1 / (N dim) for mean, rounded to the dtype) is subtracted from x[j]
+/// and added to x[i], one rounding per step; then every element is scaled by its frame's
+/// grad_output.
+pub fn multilabel_margin_loss_backward(args: &Args, bw: &Backward) -> Result<Gradients, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let red = legacy_reduction(args)?;
+    let (nframe, dim) = frames(&input)?;
+    let dt = input.dt;
+    let r = |v: f64| round_to(dt, v);
+    let g = r(if red == Reduction::Mean {
+        1.0 / (nframe * dim) as f64
+    } else {
+        1.0 / dim as f64
+    });
+    let x: Vec<f64> = input.a.iter().copied().collect();
+    let labels: Vec<f64> = target.a.iter().copied().collect();
+    let mut grad = vec![0.0; x.len()];
+    let go = frame_grad(bw.grad_output, nframe);
+    for n in 0..nframe {
+        let row = &x[n * dim..(n + 1) * dim];
+        let gr = &mut grad[n * dim..(n + 1) * dim];
+        let listed: Vec<usize> = labels[n * dim..(n + 1) * dim]
+            .iter()
+            .take_while(|&&y| y >= 0.0)
+            .map(|&y| y as usize)
+            .collect();
+        let mut is_target = vec![false; dim];
+        for &j in &listed {
+            is_target[j] = true;
+        }
+        for &j in &listed {
+            let one_minus = r(1.0 - row[j]);
+            for i in 0..dim {
+                if !is_target[i] && r(one_minus + row[i]) > 0.0 {
+                    gr[j] = r(gr[j] - g);
+                    gr[i] = r(gr[i] + g);
+                }
+            }
+        }
+        for v in gr.iter_mut() {
+            *v = r(*v * go[n]);
+        }
+    }
+    let a = ArrayD::from_shape_vec(IxDyn(input.shape()), grad).expect("input shape");
+    let mut out = Gradients::new();
+    put(&mut out, bw, "input", &Arr { dt, a });
+    Ok(out)
+}
+
+/// `multi_margin_loss` backward: ATen's `multi_margin_loss_backward_cpu_kernel`. With
+/// `g = 1 / dim` (1 / (N dim) for mean) in the input's dtype, a class d with
+/// `z = margin - x[y] + x[d] > 0` gets `h = g` (p = 1) or `2 g z` (p = 2), times `weight[y]`;
+/// `x[y]` gets minus their running sum; every element is then scaled by its frame's
+/// grad_output. NaN scores fail `z > 0` and get 0.
+pub fn multi_margin_loss_backward(args: &Args, bw: &Backward) -> Result<Gradients, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let margin = super::float_arg(args, "margin", 1.0)?;
+    let weight = args.opt_tensor("weight")?.map(Arr::of);
+    let red = legacy_reduction(args)?;
+    let p = multi_margin_p(args)?;
+    let (nframe, dim) = frames(&input)?;
+    let dt = input.dt;
+    let r = |v: f64| round_to(dt, v);
+    let margin = r(margin);
+    let g = r(if red == Reduction::Mean {
+        1.0 / (nframe * dim) as f64
+    } else {
+        1.0 / dim as f64
+    });
+    let x: Vec<f64> = input.a.iter().copied().collect();
+    let w: Option<Vec<f64>> = weight.map(|w| w.a.iter().copied().collect());
+    let labels: Vec<f64> = target.a.iter().copied().collect();
+    let go = frame_grad(bw.grad_output, nframe);
+    let mut grad = vec![0.0; x.len()];
+    for (n, &y) in labels.iter().enumerate().take(nframe) {
+        let idx = y as usize;
+        let row = &x[n * dim..(n + 1) * dim];
+        let gr = &mut grad[n * dim..(n + 1) * dim];
+        let margin_minus = r(margin - row[idx]);
+        let mut target_grad = 0.0;
+        for d in 0..dim {
+            if d == idx {
+                continue;
+            }
+            let z = r(margin_minus + row[d]);
+            gr[d] = if z > 0.0 {
+                let mut h = if p == 1 { g } else { r(2.0 * g * z) };
+                if let Some(w) = &w {
+                    h = r(h * w[idx]);
+                }
+                target_grad = r(target_grad - h);
+                h
+            } else {
+                0.0
+            };
+        }
+        gr[idx] = target_grad;
+        for v in gr.iter_mut() {
+            *v = r(*v * go[n]);
+        }
+    }
+    let a = ArrayD::from_shape_vec(IxDyn(input.shape()), grad).expect("input shape");
+    let mut out = Gradients::new();
+    put(&mut out, bw, "input", &Arr { dt, a });
+    Ok(out)
 }
 
 #[cfg(test)]

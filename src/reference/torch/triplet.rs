@@ -8,14 +8,17 @@
 //! +-inf take the max / min, anything else follows `(sum |x|^p)^(1/p)`. A norm with no identity
 //! (p < 0 or inf) over an empty last dimension raises.
 
-use super::margin::{add_scalar, clamp_min0, sub};
+use super::margin::{
+    add, add_scalar, clamp_min0, grad_to, neg, pass_where, put, reduction_backward, sub,
+};
 use super::reduction::{self, Reduction};
 use super::{round_to, zip, Arr};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::{DType, Tensor};
 use ndarray::Axis;
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -30,7 +33,16 @@ pub const KERNELS: &[(&str, Kernel)] = &[
 ];
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    (
+        "torch.nn.functional.triplet_margin_loss",
+        triplet_margin_loss_backward,
+    ),
+    (
+        "torch.nn.functional.triplet_margin_with_distance_loss",
+        triplet_margin_with_distance_loss_backward,
+    ),
+];
 
 /// Defaults of `torch.pairwise_distance`, the default distance of the `_with_distance` API.
 const DEFAULT_P: f64 = 2.0;
@@ -261,6 +273,247 @@ pub fn triplet_margin_with_distance_loss(args: &Args) -> Result<Tensor, CallErro
         _ => reduction::apply(loss, red)?,
     }
     .tensor())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward: PyTorch differentiates the composite op by op (derivatives.yaml).
+
+/// `norm_backward(grad, self, p, result, dim=-1)` of `at::norm`, the formula autograd uses for
+/// `pairwise_distance`'s norm, op by op in the difference's dtype: p = 2 is
+/// `grad * (self / norm)` with 0 where the norm is 0; p = 1 `sgn(self) * grad`; p = 0 no
+/// gradient; +-inf splits `grad` evenly among the entries whose `|x|` equals the norm; other p
+/// scale `sgn(self) |self|^(p-1)` by `grad / norm^(p-1)` (0 where the norm is 0; for p < 1 the
+/// entries that are 0 get 0 and the factor is `grad * norm^(1-p)`).
+fn norm_backward(diff: &Arr, norm: &Arr, grad: &Arr, p: f64) -> Result<Arr, CallError> {
+    let dt = diff.dt;
+    let r = |v: f64| round_to(dt, v);
+    // keepdim=False: grad and norm get the reduced axis back (a 0-d difference is its own lane).
+    let lanes = |x: &Arr| -> Result<Arr, CallError> {
+        if diff.a.ndim() == 0 {
+            return Ok(x.clone());
+        }
+        let last = diff.a.ndim() - 1;
+        Arr {
+            dt: x.dt,
+            a: x.a.clone().insert_axis(Axis(last)),
+        }
+        .expand(diff.shape())
+    };
+    let g = lanes(grad)?;
+    let n = lanes(norm)?;
+    let sgn = |x: f64| {
+        if x.is_nan() {
+            x
+        } else if x == 0.0 {
+            0.0
+        } else {
+            x.signum()
+        }
+    };
+    let mut out = diff.a.clone();
+    if p.is_infinite() {
+        // nb_max: how many entries of each lane attain the norm (or are NaN with a NaN norm).
+        let is_max = |x: f64, n: f64| x.abs() == n || (x.is_nan() && n.is_nan());
+        let mut count = diff.a.clone();
+        if diff.a.ndim() == 0 {
+            count.fill(is_max(
+                diff.a.iter().copied().next().unwrap_or(0.0),
+                n.a.iter().copied().next().unwrap_or(0.0),
+            ) as u8 as f64);
+        } else {
+            let last = diff.a.ndim() - 1;
+            let mut flags = diff.a.clone();
+            ndarray::Zip::from(&mut flags)
+                .and(&diff.a)
+                .and(&n.a)
+                .for_each(|f, &x, &nv| *f = is_max(x, nv) as u8 as f64);
+            let sums = flags.sum_axis(Axis(last)).insert_axis(Axis(last));
+            count = sums
+                .broadcast(diff.a.raw_dim())
+                .expect("lane counts")
+                .to_owned();
+        }
+        ndarray::Zip::from(&mut out)
+            .and(&diff.a)
+            .and(&n.a)
+            .and(&g.a)
+            .and(&count)
+            .for_each(|o, &x, &nv, &gv, &c| {
+                let scaled = r(sgn(x) * is_max(x, nv) as u8 as f64);
+                *o = r(scaled * r(gv / c));
+            });
+    } else {
+        ndarray::Zip::from(&mut out)
+            .and(&diff.a)
+            .and(&n.a)
+            .and(&g.a)
+            .for_each(|o, &x, &nv, &gv| {
+                *o = if p == 0.0 {
+                    0.0
+                } else if p == 1.0 {
+                    r(sgn(x) * gv)
+                } else if p == 2.0 {
+                    if nv == 0.0 {
+                        0.0
+                    } else {
+                        r(gv * r(x / nv))
+                    }
+                } else if p < 1.0 {
+                    let scaled = if x == 0.0 {
+                        0.0
+                    } else {
+                        r(sgn(x) * r(x.abs().powf(p - 1.0)))
+                    };
+                    r(r(scaled * gv) * r(nv.powf(1.0 - p)))
+                } else {
+                    let scaled = if p < 2.0 {
+                        r(sgn(x) * r(x.abs().powf(p - 1.0)))
+                    } else {
+                        r(x * r(x.abs().powf(p - 2.0)))
+                    };
+                    let scale = if nv == 0.0 {
+                        0.0
+                    } else {
+                        r(gv / r(nv.powf(p - 1.0)))
+                    };
+                    r(scaled * scale)
+                };
+            });
+    }
+    Ok(Arr { dt, a: out })
+}
+
+/// The gradients of `pairwise_distance(x1, x2, p, eps)` for the distance gradient `grad`:
+/// `norm_backward` of `x1 - x2 + eps` (eps passes the gradient unchanged), then `grad` and
+/// `-grad`, each reduced to its input's shape and dtype.
+fn pairwise_distance_backward(
+    x1: &Arr,
+    x2: &Arr,
+    p: f64,
+    eps: f64,
+    grad: &Arr,
+) -> Result<(Arr, Arr), CallError> {
+    let diff = add_scalar(&sub(x1, x2)?, eps);
+    let norm = pairwise_distance(x1, x2, p, eps)?;
+    let grad = grad_to(grad, norm.shape(), norm.dt)?;
+    let g = norm_backward(&diff, &norm, &grad, p)?;
+    Ok((
+        grad_to(&g, x1.shape(), x1.dt)?,
+        grad_to(&neg(&g)?, x2.shape(), x2.dt)?,
+    ))
+}
+
+/// The backward of `torch.min(self, other)` / `torch.minimum`: ties split the gradient in
+/// half, otherwise it goes to the smaller one (and to both where a NaN makes them unordered).
+fn minimum_backward(a: &Arr, b: &Arr, g: &Arr) -> Result<(Arr, Arr), CallError> {
+    let split = |keep: fn(f64, f64) -> bool| -> Result<Arr, CallError> {
+        let shape = super::broadcast_shapes(a.shape(), b.shape())?;
+        let (a, b, g) = (a.expand(&shape)?, b.expand(&shape)?, g.expand(&shape)?);
+        let mut out = g.a.clone();
+        ndarray::Zip::from(&mut out)
+            .and(&a.a)
+            .and(&b.a)
+            .and(&g.a)
+            .for_each(|o, &x, &y, &gv| {
+                let v = if x == y { round_to(g.dt, gv / 2.0) } else { gv };
+                *o = if keep(x, y) { v } else { 0.0 };
+            });
+        Ok(Arr { dt: g.dt, a: out })
+    };
+    Ok((
+        grad_to(&split(|x, y| !(x > y))?, a.shape(), a.dt)?,
+        grad_to(&split(|x, y| !(x < y))?, b.shape(), b.dt)?,
+    ))
+}
+
+/// The backward of [`triplet`] (both APIs): clamp_min passes the gradient where
+/// `margin + d(a, p) - d_neg > 0` (none at exactly 0), `d(a, p)` gets it and `d_neg` its
+/// negation (through `minimum` with swap), then each distance's `pairwise_distance_backward`;
+/// an input used by two distances accumulates both, as autograd does.
+#[allow(clippy::too_many_arguments)]
+fn triplet_backward(
+    args: &Args,
+    bw: &Backward,
+    margin: f64,
+    p: f64,
+    eps: f64,
+    swap: bool,
+    red: Reduction,
+) -> Result<Gradients, CallError> {
+    let (anchor, positive, negative) = tensors(args)?;
+    let dist_pos = pairwise_distance(&anchor, &positive, p, eps)?;
+    let dist_an = pairwise_distance(&anchor, &negative, p, eps)?;
+    let dist_swap = if swap {
+        Some(pairwise_distance(&positive, &negative, p, eps)?)
+    } else {
+        None
+    };
+    let loss = triplet(&anchor, &positive, &negative, margin, p, eps, swap)?;
+    let pre = {
+        let mut dist_neg = dist_an.clone();
+        if let Some(s) = &dist_swap {
+            dist_neg = zip(
+                &dist_an,
+                s,
+                |_| Ok(()),
+                |x, y| {
+                    if x.is_nan() || y.is_nan() {
+                        f64::NAN
+                    } else {
+                        x.min(y)
+                    }
+                },
+            )?;
+        }
+        sub(&add_scalar(&dist_pos, margin), &dist_neg)?
+    };
+    let g = reduction_backward(&Arr::of(bw.grad_output), loss.shape(), red)?;
+    let g = pass_where(&pre, |v| v > 0.0, &g)?;
+    let g_pos = grad_to(&g, dist_pos.shape(), dist_pos.dt)?;
+    let g_neg = neg(&g)?;
+    let (g_an, g_swap) = match &dist_swap {
+        Some(s) => {
+            let (x, y) = minimum_backward(&dist_an, s, &g_neg)?;
+            (x, Some(y))
+        }
+        None => (grad_to(&g_neg, dist_an.shape(), dist_an.dt)?, None),
+    };
+    let (ga1, gp1) = pairwise_distance_backward(&anchor, &positive, p, eps, &g_pos)?;
+    let (ga2, gn1) = pairwise_distance_backward(&anchor, &negative, p, eps, &g_an)?;
+    let mut g_anchor = add(&ga1, &ga2)?;
+    let mut g_positive = gp1;
+    let mut g_negative = gn1;
+    if let Some(gs) = &g_swap {
+        let (gp2, gn2) = pairwise_distance_backward(&positive, &negative, p, eps, gs)?;
+        g_positive = add(&g_positive, &gp2)?;
+        g_negative = add(&g_negative, &gn2)?;
+    }
+    g_anchor = grad_to(&g_anchor, anchor.shape(), anchor.dt)?;
+    let mut out = Gradients::new();
+    put(&mut out, bw, "anchor", &g_anchor);
+    put(&mut out, bw, "positive", &g_positive);
+    put(&mut out, bw, "negative", &g_negative);
+    Ok(out)
+}
+
+pub fn triplet_margin_loss_backward(args: &Args, bw: &Backward) -> Result<Gradients, CallError> {
+    let margin = super::float_arg(args, "margin", 1.0)?;
+    let p = super::float_arg(args, "p", DEFAULT_P)?;
+    let eps = super::float_arg(args, "eps", DEFAULT_EPS)?;
+    let swap = args.bool_or("swap", false)?;
+    let red = reduction::read(args, true)?.get_enum()?;
+    triplet_backward(args, bw, margin, p, eps, swap, red)
+}
+
+pub fn triplet_margin_with_distance_loss_backward(
+    args: &Args,
+    bw: &Backward,
+) -> Result<Gradients, CallError> {
+    let margin = super::float_arg(args, "margin", 1.0)?;
+    let swap = truthy(args, "swap")?;
+    let red = reduction::read(args, false)?
+        .strict(|shown| format!("{shown} is not a valid value for reduction"))?;
+    triplet_backward(args, bw, margin, DEFAULT_P, DEFAULT_EPS, swap, red)
 }
 
 #[cfg(test)]
