@@ -77,6 +77,10 @@ enum Command {
     },
     /// Serve the reference backend over lossconf/1 on stdin/stdout.
     Serve,
+    /// Time the reference on large fixed workloads, the whole suite and `serve` (docs/benchmarks.md).
+    Bench(lossconf::bench::Options),
+    /// Accuracy cases: each backend, PyTorch and TensorFlow in ULPs of the exact value (accuracy/).
+    Accuracy(lossconf::accuracy::CliOptions),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,8 @@ fn main() -> ExitCode {
         Command::Run(opts) => run(&root, opts),
         Command::List => list(&root),
         Command::Report { check } => report(&root, check),
+        Command::Bench(opts) => lossconf::bench::main(&root, opts),
+        Command::Accuracy(opts) => lossconf::accuracy::cli(&root, opts),
         Command::Serve => {
             let stdin = std::io::stdin();
             match lossconf::protocol::serve(&Reference, stdin.lock(), std::io::stdout().lock()) {
