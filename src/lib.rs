@@ -3,7 +3,9 @@
 //!
 //! See `README.md` and `docs/DESIGN.md` for the data flow: specs -> cases -> trials.
 
+pub mod accuracy;
 pub mod backend;
+pub mod bench;
 pub mod reference;
 pub mod tensor;
 

@@ -80,6 +80,10 @@ enum Command {
     /// Check a backend's `backward` against central finite differences of its own `forward`
     /// (float64), on the suite's inputs: no recorded values needed.
     Gradcheck(GradcheckOptions),
+    /// Time the reference on large fixed workloads, the whole suite and `serve` (docs/benchmarks.md).
+    Bench(lossconf::bench::Options),
+    /// Accuracy cases: each backend, PyTorch and TensorFlow in ULPs of the exact value (accuracy/).
+    Accuracy(lossconf::accuracy::CliOptions),
 }
 
 #[derive(clap::Args)]
@@ -118,6 +122,8 @@ fn main() -> ExitCode {
         Command::List => list(&root),
         Command::Report { check } => report(&root, check),
         Command::Gradcheck(opts) => gradcheck(&root, opts),
+        Command::Bench(opts) => lossconf::bench::main(&root, opts),
+        Command::Accuracy(opts) => lossconf::accuracy::cli(&root, opts),
         Command::Serve => {
             let stdin = std::io::stdin();
             match lossconf::protocol::serve(&Reference, stdin.lock(), std::io::stdout().lock()) {

@@ -167,7 +167,13 @@ impl Tensor {
     ) -> Result<Tensor, TensorError> {
         check_len(&shape, data.len())?;
         if dtype.is_float() {
-            let data = data.into_iter().map(|x| dtype.round(x)).collect();
+            // The dtype is matched once, not per element: float64 needs no pass, float32 is a
+            // vectorised in-place conversion (large gradients go through here).
+            let data = match dtype {
+                DType::Float64 => data,
+                DType::Float32 => data.into_iter().map(|x| x as f32 as f64).collect(),
+                _ => data.into_iter().map(|x| dtype.round(x)).collect(),
+            };
             return Ok(Tensor {
                 dtype,
                 shape,
