@@ -2,8 +2,9 @@
 //! reductions themselves.
 
 use super::{mean_all, sum_all, Arr};
-use crate::backend::{CallError, Value};
-use crate::reference::Args;
+use crate::backend::{CallError, Gradients, Value};
+use crate::reference::{Args, Backward};
+use crate::tensor::DType;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reduction {
@@ -113,4 +114,74 @@ pub(crate) fn apply(loss: Arr, reduction: Reduction) -> Result<Arr, CallError> {
         Reduction::Sum => Ok(sum_all(&loss)),
         Reduction::Mean => mean_all(&loss),
     }
+}
+
+// ---- Backward helpers, shared by the gradient kernels of this framework. ----
+
+/// The gradient of each element of an unreduced loss of shape `shape`, given the gradient of
+/// the (possibly reduced) loss: `none` passes it on, `sum` expands it, `mean` (autograd's
+/// `mean_backward`: `grad.expand(shape) / numel`) divides each element by the element count in
+/// the op math type and rounds to the gradient's dtype.
+pub(crate) fn backward(grad: &Arr, shape: &[usize], red: Reduction) -> Result<Arr, CallError> {
+    let g = grad.expand(shape)?;
+    if red != Reduction::Mean {
+        return Ok(g);
+    }
+    let n = shape.iter().product::<usize>() as f64;
+    Ok(g.map(g.dt, |v| v / n))
+}
+
+/// `g` cast to `dt` (autograd casts each gradient to its input's dtype).
+pub(crate) fn cast(g: &Arr, dt: DType) -> Arr {
+    g.map(dt, |v| v)
+}
+
+/// What autograd's engine does with a gradient before it reaches an input: cast to the
+/// input's dtype, then (for an input that was broadcast) `sum_to_size` its shape, accumulated
+/// in the op math type and rounded to `dt`.
+pub(crate) fn reduce_to(g: &Arr, shape: &[usize], dt: DType) -> Result<Arr, CallError> {
+    let g = cast(g, dt);
+    if g.shape() == shape {
+        return Ok(g);
+    }
+    let a = crate::reference::gradient::sum_to_shape(g.a, shape)?;
+    Ok(Arr { dt, a }.map(dt, |v| v))
+}
+
+/// Autograd's accumulation of two gradient contributions to one input (both already of its
+/// dtype and shape): one addition, rounded to the dtype.
+pub(crate) fn accumulate(a: &Arr, b: &Arr) -> Result<Arr, CallError> {
+    super::zip_into(a, b, a.dt, a.dt, |x, y| x + y)
+}
+
+/// Puts the gradient `g` of argument `name` (tensor `arg`) into `out` when it is asked for,
+/// reduced to the argument's shape and dtype.
+pub(crate) fn put(
+    out: &mut Gradients,
+    b: &Backward,
+    name: &str,
+    arg: &Arr,
+    g: &Arr,
+) -> Result<(), CallError> {
+    if b.wants(name) {
+        let g = reduce_to(g, arg.shape(), arg.dt)?;
+        crate::reference::gradient::insert(out, name, arg.dt, &g.a);
+    }
+    Ok(())
+}
+
+/// The backward of a fused ATen loss kernel with a `reduction` argument: it receives the
+/// loss's gradient expanded to the elements' shape (0-d for `mean`/`sum`, which the kernel
+/// itself divides by the element count).
+pub(crate) fn expanded(grad: &Arr, shape: &[usize]) -> Result<Arr, CallError> {
+    grad.expand(shape)
+}
+
+/// Elementwise `f(a, b, c)` of three arrays of one shape.
+pub(crate) fn map3(a: &Arr, b: &Arr, c: &Arr, dt: DType, f: impl Fn(f64, f64, f64) -> f64) -> Arr {
+    let a = ndarray::Zip::from(&a.a)
+        .and(&b.a)
+        .and(&c.a)
+        .map_collect(|&x, &y, &z| super::round_to(dt, f(x, y, z)));
+    Arr { dt, a }
 }
