@@ -128,9 +128,8 @@ pub fn kl_div_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError
         let a = ndarray::Zip::from(&g_x.a)
             .and(&target.a)
             .map_collect(|&g, &t| {
-                if t == 0.0 {
-                    0.0
-                } else if g == 0.0 && !t.is_nan() {
+                // xlogy(0, y) = 0 unless y is NaN; the mask zeroes t == 0.
+                if t == 0.0 || (g == 0.0 && !t.is_nan()) {
                     0.0
                 } else {
                     g * round_to(dt, t.ln())

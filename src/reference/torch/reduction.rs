@@ -185,3 +185,126 @@ pub(crate) fn map3(a: &Arr, b: &Arr, c: &Arr, dt: DType, f: impl Fn(f64, f64, f6
         .map_collect(|&x, &y, &z| super::round_to(dt, f(x, y, z)));
     Arr { dt, a }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Gradient conventions pinned against values recorded from PyTorch (the gradients files),
+    //! one focused check per convention; the trials compare every element of every case.
+    use crate::backend::{Backend, Gradients, Outcome};
+    use crate::case::ExpectedGradients;
+    use crate::reference::Reference;
+
+    /// The recorded gradients of case `name` in `family` and the reference's, for the same
+    /// grad_output; asserts they agree within the gradient dtype's default tolerance.
+    fn recorded(family: &str, name: &str) -> (Gradients, Gradients) {
+        let root = crate::harness::default_root();
+        let fam = crate::case::load_family(&root.join("cases"), family).unwrap();
+        let case = fam.cases.cases.iter().find(|c| c.name == name).unwrap();
+        let entry: &ExpectedGradients = &fam.gradients.as_ref().unwrap().expected[name];
+        let call = crate::backend::Call {
+            api: case.api.clone(),
+            args: case.args.clone(),
+        };
+        let Outcome::Value(ours) = Reference.backward(&call, &case.wrt, Some(&entry.grad_output))
+        else {
+            panic!("{name}: no gradient")
+        };
+        let theirs = entry.value.clone().unwrap();
+        for (arg, want) in &theirs {
+            let (rtol, atol) = match want.dtype() {
+                crate::tensor::DType::Float16 => (1e-3, 1e-5),
+                crate::tensor::DType::Bfloat16 => (1.6e-2, 1e-5),
+                crate::tensor::DType::Float32 => (1.3e-6, 1e-5),
+                _ => (1e-7, 1e-7),
+            };
+            let got = ours[arg].to_f64_vec();
+            for (i, (&w, &g)) in want.to_f64_vec().iter().zip(&got).enumerate() {
+                assert!(
+                    crate::compare::close(w, g, rtol, atol),
+                    "{name}: d/d{arg}[{i}] recorded {w}, reference {g}"
+                );
+            }
+        }
+        (theirs, ours)
+    }
+
+    fn grad(g: &Gradients, arg: &str) -> Vec<f64> {
+        g[arg].to_f64_vec()
+    }
+
+    #[test]
+    fn abs_kink_has_zero_gradient() {
+        let (torch, _) = recorded("l1_loss", "l1_loss/torch/grad_kink/float32");
+        // d = 0 at elements 0, 1, 3, 4, 6: sgn(0) = 0.
+        for i in [0, 1, 3, 4, 6] {
+            assert_eq!(grad(&torch, "input")[i], 0.0);
+        }
+    }
+
+    #[test]
+    fn smooth_l1_and_huber_kinks_take_the_linear_side() {
+        for name in [
+            "huber/smooth_l1/grad_kinks/float32",
+            "huber/huber/grad_kinks/float32",
+        ] {
+            let (torch, _) = recorded("huber", name);
+            let g = grad(&torch, "input");
+            // |e| = 1 = beta = delta: the full slope (0.5 = grad_output), not e / beta halfway.
+            assert_eq!((g[0], g[1], g[2]), (0.5, -0.5, 0.0));
+        }
+    }
+
+    #[test]
+    fn bce_epsilon_is_zero_in_float16_only() {
+        let (f16, _) = recorded(
+            "binary_cross_entropy",
+            "binary_cross_entropy/torch/grad_clamp_edges_half/float16",
+        );
+        let (bf16, _) = recorded(
+            "binary_cross_entropy",
+            "binary_cross_entropy/torch/grad_clamp_edges_half/bfloat16",
+        );
+        // p = t = 0: 0 / max(0, EPSILON) with EPSILON = 1e-12 cast to the dtype.
+        assert!(grad(&f16, "input")[0].is_nan());
+        assert_eq!(grad(&bf16, "input")[0], 0.0);
+        // The target gradient -logit(p) is not clamped: +-inf at p = 0 and 1.
+        assert_eq!(grad(&f16, "target")[0], f64::INFINITY);
+    }
+
+    #[test]
+    fn bce_with_logits_is_finite_in_the_input_at_infinite_logits() {
+        let (torch, _) = recorded(
+            "binary_cross_entropy_with_logits",
+            "binary_cross_entropy_with_logits/bce_logits/grad_infinite_logits/float32",
+        );
+        assert!(grad(&torch, "input").iter().all(|v| v.is_finite()));
+        assert!(grad(&torch, "target")[..5].iter().all(|v| v.is_infinite()));
+    }
+
+    #[test]
+    fn gaussian_var_gradient_passes_through_the_clamp() {
+        let (torch, _) = recorded(
+            "gaussian_nll_loss",
+            "gaussian_nll_loss/torch/grad_var_clamp/eps=0.01/float32",
+        );
+        // var 0, 1e-7, 1e-6 and 1e-5 all clamp to 0.01 and get the gradient at 0.01 (not 0).
+        let g = grad(&torch, "var");
+        assert!(g[..4].iter().all(|&v| v == g[0] && v != 0.0));
+    }
+
+    #[test]
+    fn kl_target_zero_gives_nan_target_gradient() {
+        let (torch, _) = recorded("kl_div", "kl_div/torch/grad_target_zero/float32");
+        let g = grad(&torch, "target");
+        assert!(g[0].is_nan() && g[3].is_nan() && g[1].is_finite());
+    }
+
+    #[test]
+    fn poisson_full_accumulates_in_autograd_order() {
+        // float16 Stirling-term gradients: a different accumulation order is off by an ulp.
+        recorded(
+            "poisson_nll_loss",
+            "poisson_nll_loss/torch/half_precision_rate/full=true/none/float16",
+        );
+    }
+}
