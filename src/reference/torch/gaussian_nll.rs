@@ -14,15 +14,18 @@
 use super::poisson_nll::{add_scalar, div, float_result, mul_any, mul_scalar, sub, unary};
 use super::reduction::{self, Reduction};
 use super::{mean_all, round_to, sum_all, torch_dtype_name, zip, Arr};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
-use crate::reference::{Args, Kernel};
+use crate::reference::{Args, Backward, GradientKernel, Kernel};
 use crate::tensor::DType;
 use crate::tensor::Tensor;
 use ndarray::{ArrayD, IxDyn};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[(
+    "torch.nn.functional.gaussian_nll_loss",
+    gaussian_nll_loss_backward,
+)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] =
@@ -150,6 +153,56 @@ pub fn gaussian_nll_loss(args: &Args) -> Result<Tensor, CallError> {
     };
     debug_assert!(out.dt != DType::Bool);
     Ok(out.tensor())
+}
+
+/// The gradient of `gaussian_nll_loss`, autograd op by op through
+/// `0.5 * (log(var) + (x - t) ** 2 / var)`. The clamp `var.clamp_(min=eps)` runs under
+/// `no_grad` on a clone, so the clamped *value* is used in every derivative but the gradient
+/// passes to `var` unchanged (no zeroing below eps): `d/dvar = 0.5 * (1 / var_c - d^2 / var_c^2)`.
+/// `(x - t) ** 2` differentiates as `grad * (2 * d)`; the two contributions to `var` add in
+/// var's dtype after the broadcast one is summed back.
+pub fn gaussian_nll_loss_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    use super::poisson_nll::{add_to, div_backward_self, mul_backward};
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let eps = super::float_arg(args, "eps", 1e-6)?;
+    let var_arg = read_var(args, &input)?;
+    let var_shape = var_arg.shape().to_vec();
+    let var = fit_var(var_arg, input.shape())?;
+    let red = reduction::read(args, false)?.strict(|shown| format!("{shown} is not valid"))?;
+    let var_c = clamp_min(&var, eps)?;
+    let log_var = unary(&var_c, f64::ln);
+    let d = sub(&input, &target)?;
+    let sq = mul_any(&d, &d)?;
+    let q = div(&sq, &var_c)?;
+    let s = zip(&log_var, &q, |_| Ok(()), |a, b| a + b)?;
+    let loss = mul_scalar(&s, 0.5);
+    let g = Arr::of(b.grad_output);
+    let gl = reduction::backward(&g, loss.shape(), red)?;
+    let g_s = reduction::cast(&mul_scalar(&gl, 0.5), s.dt);
+    let g_log = reduction::reduce_to(&g_s, log_var.shape(), log_var.dt)?;
+    let g_q = reduction::reduce_to(&g_s, q.shape(), q.dt)?;
+    // q = sq / var: grad / var to sq, -grad * ((sq / var) / var) to var.
+    let g_sq = div_backward_self(&g_q, &var_c, &sq)?;
+    let qq = div(&div(&sq, &var_c)?, &var_c)?;
+    let neg = g_q.map(g_q.dt, |v| -v);
+    let g_var_q = mul_backward(&neg, &qq, &var_c)?;
+    let g_var_log = div_backward_self(&g_log, &var_c, &var_c)?;
+    let g_var = add_to(Some(g_var_log), g_var_q)?.expect("two contributions");
+    let two_d = d.map(d.dt, |x| 2.0 * x);
+    let g_d = mul_backward(&g_sq, &two_d, &d)?;
+    let mut out = Gradients::new();
+    reduction::put(&mut out, b, "input", &input, &g_d)?;
+    reduction::put(&mut out, b, "target", &target, &g_d.map(g_d.dt, |v| -v))?;
+    if b.wants("var") {
+        // Undo the unsqueeze of a var one dimension short of the input.
+        let a = g_var
+            .a
+            .into_shape_with_order(IxDyn(&var_shape))
+            .map_err(|e| CallError::shape(format!("cannot squeeze var's gradient: {e}")))?;
+        crate::reference::gradient::insert(&mut out, "var", var.dt, &a);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,13 +11,13 @@
 use super::poisson_nll::mul;
 use super::reduction::{self, Reduction};
 use super::{round_to, torch_dtype_name, zip, Arr};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
-use crate::reference::{Args, Kernel};
+use crate::reference::{Args, Backward, GradientKernel, Kernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[("torch.nn.functional.kl_div", kl_div_backward)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("torch.nn.functional.kl_div", kl_div)];
@@ -79,6 +79,77 @@ pub fn kl_div(args: &Args) -> Result<Tensor, CallError> {
         out = div_scalar(&out, input.shape()[0] as f64);
     }
     Ok(out.tensor())
+}
+
+/// The gradient of `kl_div` (a composite: autograd through its ops). `batchmean` first divides
+/// the gradient by `input.size(0)`. With `log_target`: `exp(t) * (t - x)` gives `-exp(t) * grad`
+/// to the input and `exp(t) * (t - x) * grad + exp(t) * grad` to the target. Otherwise
+/// `xlogy(t, t) - t * x` gives `-t * grad` to the input and, to the target, `xlogy(grad, t)`
+/// (masked to 0 where t == 0) + `grad * t / t` (NaN at t == 0: 0 / 0) - `x * grad`.
+pub fn kl_div_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    use super::poisson_nll::{add_to, div_backward_self, mul_backward};
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let log_target = args.bool_or("log_target", false)?;
+    let requested = reduction::read(args, true)?;
+    let legacy = !matches!(args.get("size_average"), None | Some(Value::Null))
+        || !matches!(args.get("reduce"), None | Some(Value::Null));
+    let batchmean = matches!(args.get("reduction"), Some(Value::Str(s)) if s == "batchmean");
+    let red = if !legacy && batchmean {
+        Reduction::Sum
+    } else {
+        requested.get_enum()?
+    };
+    let mut g = Arr::of(b.grad_output);
+    if batchmean && !input.is_0d() {
+        g = div_scalar(&g, input.shape()[0] as f64);
+    }
+    let loss_shape = super::broadcast_shapes(input.shape(), target.shape())?;
+    let gl = reduction::backward(&g, &loss_shape, red)?;
+    let mut gi: Option<Arr> = None;
+    let mut gt: Option<Arr> = None;
+    if log_target {
+        let e = target.map(target.dt, f64::exp);
+        let d = zip(&target, &input, |_| Ok(()), |t, x| t - x)?;
+        let g_e = mul_backward(&gl, &d, &e)?;
+        let g_d = mul_backward(&gl, &e, &d)?;
+        gt = add_to(gt, mul_backward(&g_e, &e, &target)?)?;
+        gt = add_to(gt, reduction::reduce_to(&g_d, target.shape(), target.dt)?)?;
+        let neg = g_d.map(g_d.dt, |v| -v);
+        gi = add_to(gi, reduction::reduce_to(&neg, input.shape(), input.dt)?)?;
+    } else {
+        let dt = target.dt;
+        let xlogy = target.map(dt, |t| t); // its dtype: the target's
+        let prod = mul(&target, &input)?;
+        let g_x = reduction::reduce_to(&gl, xlogy.shape(), xlogy.dt)?;
+        let g_p = reduction::reduce_to(&gl.map(gl.dt, |v| -v), prod.shape(), prod.dt)?;
+        // xlogy(self=t, other=t): self gets xlogy(grad, t) masked where t == 0 (and t <= 0),
+        // other gets grad * t / t.
+        let a = ndarray::Zip::from(&g_x.a)
+            .and(&target.a)
+            .map_collect(|&g, &t| {
+                // xlogy(0, y) = 0 unless y is NaN; the mask zeroes t == 0.
+                if t == 0.0 || (g == 0.0 && !t.is_nan()) {
+                    0.0
+                } else {
+                    g * round_to(dt, t.ln())
+                }
+            });
+        let a = Arr { dt, a }.map(dt, |v| v);
+        let gt_b = div_backward_self(&mul(&g_x, &target)?, &target, &target)?;
+        gt = add_to(gt, a)?;
+        gt = add_to(gt, gt_b)?;
+        gt = add_to(gt, mul_backward(&g_p, &input, &target)?)?;
+        gi = add_to(gi, mul_backward(&g_p, &target, &input)?)?;
+    }
+    let mut out = Gradients::new();
+    if let Some(gi) = gi {
+        reduction::put(&mut out, b, "input", &input, &gi)?;
+    }
+    if let Some(gt) = gt {
+        reduction::put(&mut out, b, "target", &target, &gt)?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

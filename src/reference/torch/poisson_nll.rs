@@ -17,12 +17,15 @@
 use super::reduction;
 use super::{round_to, zip, zip_inplace, Arr};
 use crate::backend::CallError;
-use crate::reference::{Args, Kernel};
+use crate::backend::Gradients;
+use crate::reference::{Args, Backward, GradientKernel, Kernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[(
+    "torch.nn.functional.poisson_nll_loss",
+    poisson_nll_loss_backward,
+)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] =
@@ -165,4 +168,114 @@ pub fn poisson_nll_loss(args: &Args) -> Result<Tensor, CallError> {
         loss = zip_inplace(&loss, &masked, |l, s| l + s)?;
     }
     Ok(reduction::apply(loss, red)?.tensor())
+}
+
+// ---- Backward: autograd through the same chain of ops. ----
+
+/// `mul` backward for `a * b`: `(grad * b)` in the promoted dtype, cast and summed to `a`.
+pub(crate) fn mul_backward(g: &Arr, other: &Arr, a: &Arr) -> Result<Arr, CallError> {
+    let p = zip(g, other, |_| Ok(()), |x, y| x * y)?;
+    reduction::reduce_to(&p, a.shape(), a.dt)
+}
+
+/// `div` backward for `a / b` with respect to `a`: `grad / b`, cast and summed to `a`.
+pub(crate) fn div_backward_self(g: &Arr, b: &Arr, a: &Arr) -> Result<Arr, CallError> {
+    let p = zip(g, b, |_| Ok(()), |x, y| x / y)?;
+    reduction::reduce_to(&p, a.shape(), a.dt)
+}
+
+/// Adds `g` to the gradient `acc` of one argument (autograd's accumulation, in its dtype).
+pub(crate) fn add_to(acc: Option<Arr>, g: Arr) -> Result<Option<Arr>, CallError> {
+    Ok(Some(match acc {
+        None => g,
+        Some(a) => reduction::accumulate(&a, &g)?,
+    }))
+}
+
+/// The gradient of `poisson_nll_loss`, autograd op by op: with `log_input`,
+/// `exp(x) * grad - t * grad` for the input and `-x * grad` for the target; otherwise
+/// `grad - t * grad / (x + eps)` and `-log(x + eps) * grad`. With `full`, the Stirling term
+/// (masked where `t <= 1`, so no gradient there) adds `log(t) * grad + (t * grad) / t - grad +
+/// 0.5 * 2pi * grad / (2pi * t)` to the target.
+pub fn poisson_nll_loss_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let log_input = args.bool_or("log_input", true)?;
+    let full = args.bool_or("full", false)?;
+    let eps = super::float_arg(args, "eps", 1e-8)?;
+    let red = reduction::read(args, true)?
+        .strict(|shown| format!("{shown} is not a valid value for reduction"))?;
+    let loss_shape = super::broadcast_shapes(input.shape(), target.shape())?;
+    let g = Arr::of(b.grad_output);
+    let gl = reduction::backward(&g, &loss_shape, red)?;
+    let neg = gl.map(gl.dt, |v| -v);
+    let mut gi: Option<Arr> = None;
+    let mut gt: Option<Arr> = None;
+    let gt_main: Option<Arr>;
+    if log_input {
+        // loss = exp(x) - t * x
+        let e = unary(&input, f64::exp);
+        let g_e = reduction::reduce_to(&gl, e.shape(), e.dt)?;
+        gi = add_to(gi, mul_backward(&g_e, &e, &input)?)?;
+        let prod_dt = super::result_type(&[(target.dt, target.is_0d()), (input.dt, input.is_0d())]);
+        let g_p = reduction::cast(&neg, prod_dt);
+        gt_main = Some(mul_backward(&g_p, &input, &target)?);
+        gi = add_to(gi, mul_backward(&g_p, &target, &input)?)?;
+    } else {
+        // loss = x - t * log(x + eps)
+        gi = add_to(gi, reduction::reduce_to(&gl, input.shape(), input.dt)?)?;
+        let xe = add_scalar(&input, eps);
+        let log = unary(&xe, f64::ln);
+        let prod_dt = super::result_type(&[(target.dt, target.is_0d()), (log.dt, log.is_0d())]);
+        let g_p = reduction::cast(&neg, prod_dt);
+        gt_main = Some(mul_backward(&g_p, &log, &target)?);
+        let g_log = mul_backward(&g_p, &target, &log)?;
+        let g_xe = div_backward_self(&g_log, &xe, &xe)?;
+        gi = add_to(gi, reduction::reduce_to(&g_xe, input.shape(), input.dt)?)?;
+    }
+    if full && b.wants("target") {
+        // stirling = (t * log(t) - t) + 0.5 * log(2 pi t), masked_fill(t <= 1, 0), added in place.
+        let log_t = unary(&target, f64::ln);
+        let t_log_t = mul(&target, &log_t)?;
+        let a = sub(&t_log_t, &target)?;
+        let two_pi_t = mul_scalar(&target, 2.0 * std::f64::consts::PI);
+        let log_2pi_t = unary(&two_pi_t, f64::ln);
+        let bterm = mul_scalar(&log_2pi_t, 0.5);
+        let st_dt = super::result_type(&[(a.dt, a.is_0d()), (bterm.dt, bterm.is_0d())]);
+        let g_st = reduction::reduce_to(&gl, &loss_shape, st_dt)?;
+        let mask = target.expand(g_st.shape())?;
+        let g_st = Arr {
+            dt: st_dt,
+            a: ndarray::Zip::from(&g_st.a)
+                .and(&mask.a)
+                .map_collect(|&g, &t| if t <= 1.0 { 0.0 } else { g }),
+        };
+        // The engine runs the most recently created node first. GCC builds the right operand
+        // of `a - t + 0.5 * log(2 pi t)` first, so the target's gradient accumulates in this
+        // order (measured on float16): `- t`, the `t` side of `t * log(t)`, its `log(t)` side,
+        // `0.5 * log(2 pi t)`, and the main loss's term last.
+        let g_a = reduction::reduce_to(&g_st, a.shape(), a.dt)?;
+        let neg_a = g_a.map(g_a.dt, |v| -v);
+        gt = add_to(gt, reduction::reduce_to(&neg_a, target.shape(), target.dt)?)?;
+        let g_tlt = reduction::reduce_to(&g_a, t_log_t.shape(), t_log_t.dt)?;
+        gt = add_to(gt, mul_backward(&g_tlt, &log_t, &target)?)?;
+        let g_logt = mul_backward(&g_tlt, &target, &log_t)?;
+        gt = add_to(gt, div_backward_self(&g_logt, &target, &target)?)?;
+        let g_b = reduction::reduce_to(&g_st, bterm.shape(), bterm.dt)?;
+        let g_log2 = mul_scalar(&g_b, 0.5);
+        let g_2pit = div_backward_self(&g_log2, &two_pi_t, &two_pi_t)?;
+        let g_t2 = mul_scalar(&g_2pit, 2.0 * std::f64::consts::PI);
+        gt = add_to(gt, reduction::reduce_to(&g_t2, target.shape(), target.dt)?)?;
+    }
+    if let Some(g) = gt_main {
+        gt = add_to(gt, g)?;
+    }
+    let mut out = Gradients::new();
+    if let Some(gi) = gi {
+        reduction::put(&mut out, b, "input", &input, &gi)?;
+    }
+    if let Some(gt) = gt {
+        reduction::put(&mut out, b, "target", &target, &gt)?;
+    }
+    Ok(out)
 }

@@ -14,12 +14,20 @@ use super::{
     torch_dtype_name, zip, zip_into, Arr,
 };
 use crate::backend::CallError;
-use crate::reference::Args;
+use crate::backend::Gradients;
+use crate::reference::{Args, Backward, GradientKernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    ("torch.nn.functional.huber_loss", huber_loss_backward),
+    ("torch.nn.functional.l1_loss", l1_loss_backward),
+    ("torch.nn.functional.mse_loss", mse_loss_backward),
+    (
+        "torch.nn.functional.smooth_l1_loss",
+        smooth_l1_loss_backward,
+    ),
+];
 
 fn read_pair(args: &Args) -> Result<(Arr, Arr), CallError> {
     Ok((
@@ -262,4 +270,269 @@ pub fn huber_loss(args: &Args) -> Result<Tensor, CallError> {
         }
     };
     Ok(out.tensor())
+}
+
+// ---- Backward ----
+//
+// `l1_loss` and the weighted branches are composites of tensor ops, so their gradients follow
+// autograd op by op (each op's derivative rounded to its dtype, casts and `sum_to_size` where an
+// input was promoted or broadcast). `mse_loss`, `smooth_l1_loss` and `huber_loss` have fused
+// ATen backward kernels (`mse_backward_cpu_kernel`, `smooth_l1_backward_cpu_kernel`,
+// `huber_backward_cpu_kernel`); their derivative for `target` is the same kernel with `input`
+// and `target` swapped (derivatives.yaml), and for `mean` the kernel multiplies by
+// `1 / numel` (rounded to the working dtype) instead of autograd dividing.
+
+/// `sub` backward for `input - target` on the expanded pair: `grad` to input, `-grad` to
+/// target, each cast and summed back to its argument.
+fn sub_backward(
+    out: &mut Gradients,
+    b: &Backward,
+    input: &Arr,
+    target: &Arr,
+    g_d: &Arr,
+) -> Result<(), CallError> {
+    super::reduction::put(out, b, "input", input, g_d)?;
+    super::reduction::put(out, b, "target", target, &g_d.map(g_d.dt, |v| -v))
+}
+
+/// `abs` backward: `grad * self.sgn()`; torch's sign is 0 at 0 (the kink) and at NaN (measured:
+/// `x.abs().backward()` gives 0 for a NaN element).
+fn abs_backward(g: &Arr, d: &Arr) -> Result<Arr, CallError> {
+    let sgn = d.map(d.dt, |x| {
+        if x > 0.0 {
+            1.0
+        } else if x < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    });
+    let g = zip(g, &sgn, |_| Ok(()), |a, b| a * b)?;
+    Ok(super::reduction::cast(&g, d.dt))
+}
+
+/// `mul` backward for `a * b`: `(grad * b).to(a.dtype)`, at the broadcast shape.
+fn mul_grad(g: &Arr, other: &Arr, dt: DType) -> Result<Arr, CallError> {
+    let p = zip(g, other, |_| Ok(()), |x, y| x * y)?;
+    Ok(super::reduction::cast(&p, dt))
+}
+
+/// Backward of the Python weighted branch (`errors * weight`, then none / sum /
+/// `sum(weighted) / sum(weight)`, or `.mean()` for huber when `mean_by_count`): the gradient of
+/// `errors` and of `weight` (already summed to the weight's shape and dtype).
+fn weighted_backward(
+    g: &Arr,
+    errors: &Arr,
+    weight: &Arr,
+    req: &Requested,
+    mean_by_count: bool,
+) -> Result<(Arr, Arr), CallError> {
+    let weighted = mul(errors, weight)?;
+    let mut g_weight_sum: Option<Arr> = None;
+    let g_weighted = match req.strict(invalid_mode)? {
+        Reduction::None => super::reduction::cast(g, weighted.dt),
+        Reduction::Sum => super::reduction::backward(g, weighted.shape(), Reduction::Sum)?,
+        Reduction::Mean if mean_by_count => {
+            super::reduction::backward(g, weighted.shape(), Reduction::Mean)?
+        }
+        Reduction::Mean => {
+            // out = S / W: div backward gives grad / W to S and -grad * ((S / W) / W) to W.
+            let s = sum_all(&weighted);
+            let w = sum_all(weight);
+            let g_s = zip(g, &w, |_| Ok(()), |x, y| x / y)?;
+            let q = zip(
+                &zip(&s, &w, |_| Ok(()), |x, y| x / y)?,
+                &w,
+                |_| Ok(()),
+                |x, y| x / y,
+            )?;
+            let g_w = zip(&g.map(g.dt, |v| -v), &q, |_| Ok(()), |x, y| x * y)?;
+            let g_w = super::reduction::cast(&g_w, weight.dt);
+            g_weight_sum = Some(g_w.expand(weight.shape())?);
+            let g_s = super::reduction::cast(&g_s, s.dt);
+            g_s.expand(weighted.shape())?
+        }
+    };
+    let g_errors = mul_grad(&g_weighted, weight, errors.dt)?;
+    let g_weight = super::reduction::reduce_to(
+        &mul_grad(&g_weighted, errors, weight.dt)?,
+        weight.shape(),
+        weight.dt,
+    )?;
+    let g_weight = match g_weight_sum {
+        Some(extra) => super::reduction::accumulate(&g_weight, &extra)?,
+        None => g_weight,
+    };
+    Ok((g_errors, g_weight))
+}
+
+/// The gradient of `l1_loss`: autograd through `(input - target).abs()` and the reduction
+/// (`torch._C._nn.l1_loss` is a composite), or through the Python weighted branch.
+pub fn l1_loss_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let (input, target) = read_pair(args)?;
+    let req = reduction::read(args, true)?;
+    let weight = args.opt_tensor("weight")?.map(Arr::of);
+    let (input_e, target_e) = expand_pair(&input, &target)?;
+    let g = Arr::of(b.grad_output);
+    let mut out = Gradients::new();
+    let d = sub(&input_e, &target_e)?;
+    let g_errors = match &weight {
+        None => reduction::backward(&g, d.shape(), req.get_enum()?)?,
+        Some(w) => {
+            let errors = l1_errors(&input_e, &target_e)?;
+            let (g_errors, g_w) = weighted_backward(&g, &errors, w, &req, false)?;
+            reduction::put(&mut out, b, "weight", w, &g_w)?;
+            g_errors
+        }
+    };
+    let g_d = abs_backward(&g_errors, &d)?;
+    sub_backward(&mut out, b, &input, &target, &g_d)?;
+    Ok(out)
+}
+
+/// The gradient of `mse_loss`. Unweighted: ATen's `mse_loss_backward`,
+/// `alpha * (input - target) * grad` with `alpha = 2 / numel` (mean) or 2 rounded to the
+/// working dtype, each product rounded. Weighted: autograd through `pow(d, 2)` (whose
+/// backward is `grad * (2 * d)`) and the Python weighted branch.
+pub fn mse_loss_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let (input, target) = read_pair(args)?;
+    let req = reduction::read(args, true)?;
+    let weight = args.opt_tensor("weight")?.map(Arr::of);
+    let (input_e, target_e) = expand_pair(&input, &target)?;
+    let g = Arr::of(b.grad_output);
+    let mut out = Gradients::new();
+    match &weight {
+        Some(w) => {
+            let d = sub(&input_e, &target_e)?;
+            let sq = mul(&d, &d)?;
+            let (g_sq, g_w) = weighted_backward(&g, &sq, w, &req, false)?;
+            reduction::put(&mut out, b, "weight", w, &g_w)?;
+            let two_d = d.map(d.dt, |x| 2.0 * x);
+            let g_d = mul_grad(&g_sq, &two_d, d.dt)?;
+            sub_backward(&mut out, b, &input, &target, &g_d)?;
+        }
+        None => {
+            let red = req.get_enum()?;
+            let dt = kernel_dtype("mse_cpu", &input_e, &target_e)?;
+            let n = input_e.a.len() as f64;
+            let r = |x: f64| round_to(dt, x);
+            let alpha = r(if red == Reduction::Mean { 2.0 / n } else { 2.0 });
+            let ge = reduction::expanded(&g, input_e.shape())?;
+            let kernel = |x: f64, t: f64, g: f64| r(r(alpha * r(x - t)) * g);
+            let g_in = reduction::map3(&input_e, &target_e, &ge, dt, kernel);
+            let g_t = reduction::map3(&target_e, &input_e, &ge, dt, kernel);
+            reduction::put(&mut out, b, "input", &input, &g_in)?;
+            reduction::put(&mut out, b, "target", &target, &g_t)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The gradient of `smooth_l1_loss`: ATen's `smooth_l1_backward_cpu_kernel` with
+/// `norm = 1 / numel` (mean) or 1: `±norm * grad` where `|x| >= beta` (so the kink `|x| == beta`
+/// takes the linear side) and `norm * x * grad / beta` inside. float16 rounds after every op;
+/// bfloat16 computes in float32 and rounds once. `beta == 0` is `l1_loss`'s gradient.
+pub fn smooth_l1_loss_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let (input, target) = read_pair(args)?;
+    let req = reduction::read(args, true)?;
+    let beta = float_arg(args, "beta", 1.0)?;
+    if beta == 0.0 {
+        return l1_loss_backward(args, b);
+    }
+    let (input_e, target_e) = expand_pair(&input, &target)?;
+    let red = req.get_enum()?;
+    let dt = kernel_dtype("smooth_l1_cpu", &input_e, &target_e)?;
+    let w = if dt == DType::Bfloat16 {
+        DType::Float32
+    } else {
+        dt
+    };
+    let r = |x: f64| round_to(w, x);
+    let n = input_e.a.len() as f64;
+    let norm = r(if red == Reduction::Mean { 1.0 / n } else { 1.0 });
+    let beta_w = r(beta);
+    let kernel = |a: f64, t: f64, g: f64| {
+        let x = r(a - t);
+        if x <= -beta_w {
+            r(-norm * g)
+        } else if x >= beta_w {
+            r(norm * g)
+        } else {
+            r(r(r(norm * x) * g) / beta_w)
+        }
+    };
+    let g = Arr::of(b.grad_output);
+    let ge = reduction::expanded(&g, input_e.shape())?;
+    let mut out = Gradients::new();
+    let g_in = reduction::map3(&input_e, &target_e, &ge, dt, kernel);
+    let g_t = reduction::map3(&target_e, &input_e, &ge, dt, kernel);
+    reduction::put(&mut out, b, "input", &input, &g_in)?;
+    reduction::put(&mut out, b, "target", &target, &g_t)?;
+    Ok(out)
+}
+
+/// ATen's `huber_backward_cpu_kernel` for the element gradients of `huber_elements`:
+/// `±norm * grad * delta` where `|x| >= delta` (the kink takes the linear side), else
+/// `norm * x * grad`, each op rounded to the working dtype. Returns (input, target) gradients
+/// at the broadcast shape, in the input's dtype.
+fn huber_elements_backward(
+    input: &Arr,
+    target: &Arr,
+    g: &Arr,
+    delta: f64,
+    norm: f64,
+) -> Result<(Arr, Arr), CallError> {
+    let dt = result_type(&[(input.dt, input.is_0d()), (target.dt, target.is_0d())]);
+    let w = if dt == DType::Float16 {
+        DType::Float32
+    } else {
+        dt
+    };
+    let r = |x: f64| round_to(w, x);
+    let delta_w = r(delta);
+    let norm = r(norm);
+    let kernel = |a: f64, t: f64, g: f64| {
+        let x = r(a - t);
+        if x <= -delta_w {
+            r(r(-norm * g) * delta_w)
+        } else if x >= delta_w {
+            r(r(norm * g) * delta_w)
+        } else {
+            r(r(norm * x) * g)
+        }
+    };
+    Ok((
+        reduction::map3(input, target, g, input.dt, kernel),
+        reduction::map3(target, input, g, input.dt, kernel),
+    ))
+}
+
+/// The gradient of `huber_loss`: the fused kernel (with `norm = 1 / numel` for an unweighted
+/// mean), behind autograd through `loss * weight` and its reduction when weighted.
+pub fn huber_loss_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let (input, target) = read_pair(args)?;
+    let req = reduction::read(args, false)?;
+    let delta = float_arg(args, "delta", 1.0)?;
+    let weight = args.opt_tensor("weight")?.map(Arr::of);
+    let (input_e, target_e) = expand_pair(&input, &target)?;
+    let g = Arr::of(b.grad_output);
+    let mut out = Gradients::new();
+    let (g_loss, norm) = match &weight {
+        None => {
+            let red = req.get_enum()?;
+            let n = input_e.a.len() as f64;
+            let norm = if red == Reduction::Mean { 1.0 / n } else { 1.0 };
+            (reduction::expanded(&g, input_e.shape())?, norm)
+        }
+        Some(w) => {
+            let loss = huber_elements(&input_e, &target_e, delta)?;
+            let (g_loss, g_w) = weighted_backward(&g, &loss, w, &req, true)?;
+            reduction::put(&mut out, b, "weight", w, &g_w)?;
+            (g_loss, 1.0)
+        }
+    };
+    let (g_in, g_t) = huber_elements_backward(&input_e, &target_e, &g_loss, delta, norm)?;
+    reduction::put(&mut out, b, "input", &input, &g_in)?;
+    reduction::put(&mut out, b, "target", &target, &g_t)?;
+    Ok(out)
 }
