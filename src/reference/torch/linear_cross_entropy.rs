@@ -14,14 +14,19 @@
 //! accumulation order is within an ulp of it.
 
 use super::{torch_dtype_name, Arr};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
+use crate::reference::gradient::insert;
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::{DType, Tensor};
 use std::collections::BTreeMap;
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[(
+    "torch.nn.functional.linear_cross_entropy",
+    linear_cross_entropy_backward,
+)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[(
@@ -104,7 +109,80 @@ fn shape_tuple(s: &[usize]) -> String {
     }
 }
 
+/// A checked call: the flattened linear layer, its logits and the `cross_entropy` arguments.
+struct Prepared {
+    input: Arr,
+    /// `linear_weight` as `(M, in_features)`.
+    flat_w: Arr,
+    /// `linear_bias` as `(M,)`.
+    flat_b: Option<Arr>,
+    /// The arguments `cross_entropy` receives (`input` = the logits, `(.., C, d1..dK)`).
+    ce: BTreeMap<String, Value>,
+}
+
 pub fn linear_cross_entropy(args: &Args) -> Result<Tensor, CallError> {
+    let ce = prepare(args)?.ce;
+    let ce_args = Args::new("torch.nn.functional.cross_entropy", &ce);
+    let out = super::cross_entropy::cross_entropy(&ce_args)?;
+    ce_args.finish()?;
+    Ok(out)
+}
+
+/// The gradients of `linear_cross_entropy`: `cross_entropy`'s gradient for the logits, then
+/// the linear layer's (`addmm` / `matmul`) backward: `grad_input = g @ W`,
+/// `grad_weight = g^T @ input`, `grad_bias = g.sum(0)`, each accumulated in float32 for half
+/// types (CPU gemm) and rounded once to the dtype.
+pub fn linear_cross_entropy_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let p = prepare(args)?;
+    let ce_args = Args::new("torch.nn.functional.cross_entropy", &p.ce);
+    let (gl, _) =
+        super::cross_entropy::cross_entropy_grads(&ce_args, &Arr::of(b.grad_output), false)?;
+    let dt = p.input.dt;
+    let in_features = *p.input.shape().last().expect("input rank checked");
+    let m = p.flat_w.shape()[0];
+    let rows = p.input.a.len() / in_features.max(1);
+    let g: Vec<f64> = gl.a.iter().copied().collect();
+    let x: Vec<f64> = p.input.a.iter().copied().collect();
+    let w: Vec<f64> = p.flat_w.a.iter().copied().collect();
+    let dot =
+        |it: &mut dyn Iterator<Item = f64>| super::round_to(dt, crate::reference::numeric::sum(it));
+    let mut out = Gradients::new();
+    if b.wants("input") {
+        let gi: Vec<f64> = (0..rows * in_features)
+            .map(|idx| {
+                let (r, i) = (idx / in_features, idx % in_features);
+                dot(&mut (0..m).map(|c| g[r * m + c] * w[c * in_features + i]))
+            })
+            .collect();
+        let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(p.input.shape()), gi)
+            .map_err(|e| CallError::shape(e.to_string()))?;
+        insert(&mut out, "input", dt, &a);
+    }
+    if b.wants("linear_weight") {
+        let gw: Vec<f64> = (0..m * in_features)
+            .map(|idx| {
+                let (c, i) = (idx / in_features, idx % in_features);
+                dot(&mut (0..rows).map(|r| g[r * m + c] * x[r * in_features + i]))
+            })
+            .collect();
+        let shape = args.tensor("linear_weight")?.shape().to_vec();
+        let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), gw)
+            .map_err(|e| CallError::shape(e.to_string()))?;
+        insert(&mut out, "linear_weight", dt, &a);
+    }
+    if b.wants("linear_bias") && p.flat_b.is_some() {
+        let gb: Vec<f64> = (0..m)
+            .map(|c| dot(&mut (0..rows).map(|r| g[r * m + c])))
+            .collect();
+        let shape = args.tensor("linear_bias")?.shape().to_vec();
+        let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), gb)
+            .map_err(|e| CallError::shape(e.to_string()))?;
+        insert(&mut out, "linear_bias", dt, &a);
+    }
+    Ok(out)
+}
+
+fn prepare(args: &Args) -> Result<Prepared, CallError> {
     let input = Arr::of(args.tensor("input")?);
     let weight_t = args.tensor("linear_weight")?;
     let lw = Arr::of(weight_t);
@@ -215,10 +293,12 @@ pub fn linear_cross_entropy(args: &Args) -> Result<Tensor, CallError> {
     if let Some(ls) = label_smoothing {
         ce.insert("label_smoothing".into(), ls.clone());
     }
-    let ce_args = Args::new("torch.nn.functional.cross_entropy", &ce);
-    let out = super::cross_entropy::cross_entropy(&ce_args)?;
-    ce_args.finish()?;
-    Ok(out)
+    Ok(Prepared {
+        input,
+        flat_w,
+        flat_b,
+        ce,
+    })
 }
 
 /// `_linear_cross_entropy_chunked_applies`: whether a non-null `options` would be used (and,
