@@ -256,3 +256,83 @@ pub fn nll_loss_backward(args: &Args, b: &Backward) -> Result<Gradients, CallErr
     insert(&mut out, "input", gi.dt, &gi.a);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, Call, Outcome, Value};
+    use crate::reference::testing::t;
+    use crate::reference::Reference;
+    use crate::tensor::DType;
+
+    /// The gradient of `wrt` for `api` on the reference, flattened.
+    fn grad(api: &str, args: Vec<(&str, Value)>, wrt: &str) -> Vec<f64> {
+        let call = Call {
+            api: format!("torch.nn.functional.{api}"),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        match Reference.backward(&call, &[wrt.to_string()], None) {
+            Outcome::Value(mut g) => g.remove(wrt).expect("gradient").to_f64_vec(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const X: [f64; 6] = [1.0, -2.0, 0.5, 3.0, 0.25, -1.0];
+
+    #[test]
+    fn one_hot_probabilities_and_indices_give_one_gradient() {
+        // Two routes through different formulas (nll_loss backward vs mul/sum backward) must
+        // agree where the losses agree: one-hot targets, sum reduction, with smoothing too.
+        for ls in [0.0, 0.3] {
+            let common = |target: Value| {
+                vec![
+                    ("input", t(DType::Float64, &[2, 3], &X)),
+                    ("target", target),
+                    ("reduction", Value::Str("sum".into())),
+                    ("label_smoothing", Value::Float(ls)),
+                ]
+            };
+            let idx = grad(
+                "cross_entropy",
+                common(t(DType::Int64, &[2], &[2.0, 0.0])),
+                "input",
+            );
+            let onehot = t(DType::Float64, &[2, 3], &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+            let prob = grad("cross_entropy", common(onehot), "input");
+            for (a, b) in idx.iter().zip(&prob) {
+                assert!((a - b).abs() < 1e-12, "{ls}: {idx:?} vs {prob:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ignored_samples_get_no_gradient_and_rows_sum_to_zero() {
+        let g = grad(
+            "cross_entropy",
+            vec![
+                ("input", t(DType::Float64, &[2, 3], &X)),
+                ("target", t(DType::Int64, &[2], &[1.0, -100.0])),
+                ("label_smoothing", Value::Float(0.2)),
+                ("weight", t(DType::Float64, &[3], &[0.5, 2.0, 1.0])),
+            ],
+            "input",
+        );
+        assert_eq!(&g[3..], &[0.0, 0.0, 0.0]);
+        // A log_softmax backward: each kept row sums to 0.
+        assert!(g[..3].iter().sum::<f64>().abs() < 1e-12);
+        // nll_loss alone: only the target class of a kept sample gets a (negative) gradient.
+        let g = grad(
+            "nll_loss",
+            vec![
+                ("input", t(DType::Float64, &[2, 3], &X)),
+                ("target", t(DType::Int64, &[2], &[1.0, -100.0])),
+                ("weight", t(DType::Float64, &[3], &[0.5, 2.0, 1.0])),
+            ],
+            "input",
+        );
+        assert!(g[1] < 0.0);
+        assert!(
+            g.iter().enumerate().all(|(i, &v)| i == 1 || v == 0.0),
+            "{g:?}"
+        );
+    }
+}

@@ -609,3 +609,68 @@ mod tests {
         assert_eq!(value(call(args)).to_f64_vec()[0], 0.0);
     }
 }
+
+#[cfg(test)]
+mod grad_tests {
+    use crate::backend::{Backend, Call, Outcome, Value};
+    use crate::reference::testing::t;
+    use crate::reference::Reference;
+    use crate::tensor::DType;
+
+    fn grad(args: Vec<(&str, Value)>) -> Vec<f64> {
+        let call = Call {
+            api: "torch.nn.functional.ctc_loss".into(),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        match Reference.backward(&call, &["log_probs".to_string()], None) {
+            Outcome::Value(mut g) => g.remove("log_probs").expect("gradient").to_f64_vec(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Uniform log-probabilities over 3 classes, (T=4, N=2, C=3); sequence 0 has 3 frames and
+    /// labels [1, 2], sequence 1 has 2 frames and labels [1, 1] (infeasible: needs 3 frames).
+    fn args(zero_infinity: bool) -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "log_probs",
+                t(DType::Float64, &[4, 2, 3], &[-(3f64.ln()); 24]),
+            ),
+            ("targets", t(DType::Int64, &[2, 2], &[1.0, 2.0, 1.0, 1.0])),
+            ("input_lengths", Value::IntList(vec![3, 2])),
+            ("target_lengths", Value::IntList(vec![2, 2])),
+            ("reduction", Value::Str("sum".into())),
+            ("zero_infinity", Value::Bool(zero_infinity)),
+        ]
+    }
+
+    #[test]
+    fn frames_are_softmax_minus_posterior() {
+        // With normalised inputs each frame's gradient is softmax - posterior occupancy, so it
+        // sums to 0 over the classes; frames at or past input_length get exactly 0.
+        let g = grad(args(true));
+        for t in 0..4 {
+            let row = &g[(t * 2) * 3..(t * 2) * 3 + 3];
+            if t < 3 {
+                assert!(row.iter().sum::<f64>().abs() < 1e-12, "{t}: {row:?}");
+                assert!(row.iter().any(|&v| v != 0.0));
+            } else {
+                assert_eq!(row, &[0.0; 3]);
+            }
+        }
+    }
+
+    #[test]
+    fn infeasible_sequences_are_nan_unless_zero_infinity() {
+        let seq1 = |g: &[f64]| -> Vec<f64> {
+            (0..4)
+                .flat_map(|t| g[(t * 2 + 1) * 3..(t * 2 + 2) * 3].to_vec())
+                .collect()
+        };
+        let with = seq1(&grad(args(true)));
+        assert!(with.iter().all(|&v| v == 0.0), "{with:?}");
+        let without = seq1(&grad(args(false)));
+        assert!(without[..6].iter().all(|v| v.is_nan()), "{without:?}");
+        assert_eq!(&without[6..], &[0.0; 6]);
+    }
+}
