@@ -13,12 +13,22 @@ use super::{
 };
 use crate::backend::CallError;
 use crate::reference::Args;
+use crate::reference::GradientKernel;
 use crate::tensor::{DType, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn};
-use crate::reference::GradientKernel;
+
+#[path = "cross_entropy_grad.rs"]
+mod grad;
+pub(super) use grad::cross_entropy_grads;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    (
+        "torch.nn.functional.cross_entropy",
+        grad::cross_entropy_backward,
+    ),
+    ("torch.nn.functional.nll_loss", grad::nll_loss_backward),
+];
 
 /// `log_softmax(x, axis)` as PyTorch evaluates it: `(x - max) - log(sum(exp(x - max)))`, so a
 /// lane that is all `-inf`, or holds `+inf` or NaN, gives NaN.
@@ -118,13 +128,14 @@ fn nll_terms(
                 "0D or 1D target tensor expected, multi-target not supported",
             ));
         }
+        // The target dtype is checked before the 1-D size (measured).
+        check_target_dtype(target)?;
         if nd == 1 && tshape.len() == 1 && tshape[0] != 1 {
             return Err(CallError::shape(format!(
                 "For 1D input, 1D target must have size 1, but got target size: {}",
                 tshape[0]
             )));
         }
-        check_target_dtype(target)?;
         if let Some(w) = weight {
             if w.shape().len() != 1 || w.a.len() != c {
                 return Err(CallError::shape(weight_message(c, w)));

@@ -10,15 +10,18 @@
 
 use super::reduction::{self, Reduction};
 use super::{mean_all, sum_all, torch_dtype_name, zip, Arr};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
+use crate::reference::gradient::insert;
 use crate::reference::tf_nn::ctc::{ctc_alpha, extended, log_add_exp3};
 use crate::reference::tf_nn::nd::Fp;
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] =
+    &[("torch.nn.functional.ctc_loss", ctc_loss_backward)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("torch.nn.functional.ctc_loss", ctc_loss)];
@@ -58,7 +61,25 @@ fn shape_err(msg: impl Into<String>) -> CallError {
     CallError::shape(msg)
 }
 
-fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
+/// A checked `ctc_loss` call: what the forward and the backward both need.
+struct Ctc {
+    dt: DType,
+    batched: bool,
+    n: usize,
+    classes: usize,
+    blank: i64,
+    zero_infinity: bool,
+    red: Reduction,
+    input_lengths: Vec<i64>,
+    target_lengths: Vec<i64>,
+    /// The labels of each sequence (the first `target_length` of its row or slice).
+    labels: Vec<Vec<i64>>,
+    /// `log_probs` as `(T, N, C)`, row-major.
+    x: Vec<f64>,
+}
+
+/// Reads and checks a call in PyTorch's order, up to (not including) the label bounds check.
+fn parse(a: &Args) -> Result<Ctc, CallError> {
     let log_probs = a.tensor("log_probs")?;
     let targets = a.tensor("targets")?;
     let requested = reduction::read(a, false)?;
@@ -116,8 +137,6 @@ fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
             "Expected {name} to have value at least 0, but got value {v} {c}"
         ))
     };
-    // `targets.to(kLong)`: floats truncate toward zero.
-    let tg: Vec<i64> = targets.to_f64_vec().into_iter().map(|v| v as i64).collect();
     let mut offsets = Vec::with_capacity(n);
     let stride;
     if tdim == 1 {
@@ -170,39 +189,97 @@ fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
         }
     }
 
-    let p = Fp(dt);
     let x = log_probs.to_f64_vec();
-    let mut losses = Vec::with_capacity(n);
-    for b in 0..n {
-        let (il, tl) = (input_lengths[b] as usize, target_lengths[b] as usize);
-        if il == 0 {
-            losses.push(if tl == 0 { -0.0 } else { f64::INFINITY });
-            continue;
-        }
-        let start = offsets[b] as usize;
-        let labels: Vec<i64> = (0..tl).map(|s| tg[start + stride * s]).collect();
+    // `targets.to(kLong)`: floats truncate toward zero.
+    let tg: Vec<i64> = targets.to_f64_vec().into_iter().map(|v| v as i64).collect();
+    let labels = (0..n)
+        .map(|b| {
+            let start = offsets[b] as usize;
+            (0..target_lengths[b] as usize)
+                .map(|s| tg[start + stride * s])
+                .collect()
+        })
+        .collect();
+    Ok(Ctc {
+        dt,
+        batched,
+        n,
+        classes,
+        blank,
+        zero_infinity,
+        red,
+        input_lengths,
+        target_lengths,
+        labels,
+        x,
+    })
+}
+
+impl Ctc {
+    /// `ext` of sequence `b` after the CPU kernel's (absent) label bounds check: a label the
+    /// recursion reads outside `[0, C)` is reported as a value error.
+    fn ext(&self, b: usize) -> Result<Vec<i64>, CallError> {
+        let (il, labels) = (self.input_lengths[b] as usize, &self.labels[b]);
         // Labels are not bounds-checked on CPU: one outside [0, C) reads other memory. Only the
         // labels the recursion reads count (with one frame, just the first).
-        let read = if il == 1 { tl.min(1) } else { tl };
+        let read = if il == 1 {
+            labels.len().min(1)
+        } else {
+            labels.len()
+        };
         if let Some(&bad) = labels[..read]
             .iter()
-            .find(|&&l| l < 0 || l >= classes as i64)
+            .find(|&&l| l < 0 || l >= self.classes as i64)
         {
             return Err(CallError::value(format!(
-                "ctc_loss: target {bad} is outside [0, {classes}); PyTorch reads out of bounds (undefined)"
+                "ctc_loss: target {bad} is outside [0, {}); PyTorch reads out of bounds (undefined)",
+                self.classes
             )));
         }
-        let ext = extended(&labels, blank);
-        let emit = |t: usize, s: usize| x[(t * n + b) * classes + ext[s] as usize];
-        let alpha = ctc_alpha(p, il, &ext, emit);
-        let ll = if tl == 0 {
-            alpha[0]
-        } else {
-            let (l1, l2) = (alpha[2 * tl], alpha[2 * tl - 1]);
-            log_add_exp3(p, l1, l2, f64::NEG_INFINITY)
-        };
-        losses.push(-ll);
+        Ok(extended(labels, self.blank))
     }
+
+    /// `log_probs[t, b, k]`.
+    fn lp(&self, t: usize, b: usize, k: i64) -> f64 {
+        self.x[(t * self.n + b) * self.classes + k as usize]
+    }
+
+    /// The per-sequence negative log-likelihoods of `_ctc_loss` (before `zero_infinity`).
+    fn nll(&self) -> Result<Vec<f64>, CallError> {
+        let p = Fp(self.dt);
+        let mut losses = Vec::with_capacity(self.n);
+        for b in 0..self.n {
+            let (il, tl) = (
+                self.input_lengths[b] as usize,
+                self.target_lengths[b] as usize,
+            );
+            if il == 0 {
+                losses.push(if tl == 0 { -0.0 } else { f64::INFINITY });
+                continue;
+            }
+            let ext = self.ext(b)?;
+            let alpha = ctc_alpha(p, il, &ext, |t, s| self.lp(t, b, ext[s]));
+            losses.push(-final_log_likelihood(p, &alpha, tl));
+        }
+        Ok(losses)
+    }
+}
+
+/// The log-likelihood from the alphas at the last frame: `alpha[0]` for an empty target, else
+/// the log-sum of the last two states.
+fn final_log_likelihood(p: Fp, alpha: &[f64], tl: usize) -> f64 {
+    if tl == 0 {
+        alpha[0]
+    } else {
+        log_add_exp3(p, alpha[2 * tl], alpha[2 * tl - 1], f64::NEG_INFINITY)
+    }
+}
+
+fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
+    let c = parse(a)?;
+    let (dt, n, red, batched) = (c.dt, c.n, c.red, c.batched);
+    let mut losses = c.nll()?;
+    let (zero_infinity, target_lengths) = (c.zero_infinity, &c.target_lengths);
     if zero_infinity {
         for l in losses.iter_mut() {
             if *l == f64::INFINITY {
@@ -222,6 +299,121 @@ fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
         Reduction::None => Arr::scalar(dt, res.a.iter().next().copied().unwrap_or(f64::NAN)),
     };
     Ok(out.tensor())
+}
+
+/// The alphas of every frame `t < frames`, with the recursion of [`ctc_alpha`] (PyTorch's
+/// `ctc_loss_cpu_template`, every operation rounded to `p`).
+fn alphas(p: Fp, frames: usize, ext: &[i64], emit: impl Fn(usize, usize) -> f64) -> Vec<Vec<f64>> {
+    (1..=frames).map(|f| ctc_alpha(p, f, ext, &emit)).collect()
+}
+
+/// The betas of every frame `t < frames` (`ctc_loss_backward_cpu_template`, eq. 10-11):
+/// `beta[T-1]` holds `emit` at the last two states, then
+/// `beta[t][s] = lse(beta[t+1][s], beta[t+1][s+1], beta[t+1][s+2]) + emit(t, s)`, the third term
+/// only when `ext[s+2] != ext[s]`.
+fn betas(p: Fp, frames: usize, ext: &[i64], emit: impl Fn(usize, usize) -> f64) -> Vec<Vec<f64>> {
+    let n = ext.len();
+    let mut beta = vec![vec![f64::NEG_INFINITY; n]; frames];
+    beta[frames - 1][n - 1] = emit(frames - 1, n - 1);
+    if n > 1 {
+        beta[frames - 1][n - 2] = emit(frames - 1, n - 2);
+    }
+    for t in (0..frames - 1).rev() {
+        for s in (0..n).rev() {
+            let b1 = beta[t + 1][s];
+            let b2 = if s + 1 < n {
+                beta[t + 1][s + 1]
+            } else {
+                f64::NEG_INFINITY
+            };
+            let b3 = if s + 2 < n && ext[s + 2] != ext[s] {
+                beta[t + 1][s + 2]
+            } else {
+                f64::NEG_INFINITY
+            };
+            beta[t][s] = p.r(log_add_exp3(p, b1, b2, b3) + emit(t, s));
+        }
+    }
+    beta
+}
+
+/// `log(exp(a) + exp(b))` as the backward kernel accumulates `lcab`: `-inf` start is replaced.
+fn log_add(p: Fp, acc: f64, x: f64) -> f64 {
+    if acc == f64::NEG_INFINITY {
+        return x;
+    }
+    let m = acc.max(x);
+    p.r(p.ln(p.r(p.exp(p.r(acc - m)) + p.exp(p.r(x - m)))) + m)
+}
+
+/// The gradient of `ctc_loss` with respect to `log_probs`, as PyTorch computes it
+/// (`ctc_loss_backward_cpu_template`): per sequence `b` with `T_b` frames,
+/// `grad[t, b, c] = (exp(lp[t, b, c]) - exp(lcab[t, c] + nll_b - lp[t, b, c])) * gr_b` for
+/// `t < T_b`, where `lcab[t, c]` log-sums `alpha[t, s] + beta[t, s]` over the extended states
+/// `s` of label `c`, and 0 for `t >= T_b`. This is the gradient with respect to the *logits* of
+/// a log-softmax (it assumes normalised log-probabilities), not the chain rule of the forward:
+/// for unnormalised inputs the two differ, and PyTorch returns this one. An impossible
+/// alignment (`nll = inf`) gives NaN on its first `T_b` frames (`-inf + inf`), or zeros with
+/// `zero_infinity`, whose `where` also stops `gr_b`. `gr_b` is the output gradient, divided by
+/// `N` and then by `max(target_length, 1)` for `mean` (autograd of `(res / tl).mean()`).
+pub fn ctc_loss_backward(a: &Args, bw: &Backward) -> Result<Gradients, CallError> {
+    let c = parse(a)?;
+    let p = Fp(c.dt);
+    let nll = c.nll()?;
+    let g = bw.grad().iter().copied().collect::<Vec<f64>>();
+    let n = c.n;
+    let mut grad = vec![0.0; c.x.len()];
+    for b in 0..n {
+        let go = match c.red {
+            Reduction::None => g[if c.batched { b } else { 0 }],
+            Reduction::Sum => g[0],
+            Reduction::Mean => {
+                let per = p.r(g[0] / n as f64);
+                p.r(per / c.target_lengths[b].max(1) as f64)
+            }
+        };
+        let il = c.input_lengths[b] as usize;
+        if il == 0 || (c.zero_infinity && nll[b] == f64::INFINITY) {
+            continue;
+        }
+        let gr = if c.zero_infinity && nll[b] == f64::INFINITY {
+            0.0
+        } else {
+            go
+        };
+        let tl = c.target_lengths[b] as usize;
+        let ext = c.ext(b)?;
+        let emit = |t: usize, s: usize| c.lp(t, b, ext[s]);
+        let alpha = alphas(p, il, &ext, emit);
+        let beta = betas(p, il, &ext, emit);
+        let mut lcab = vec![vec![f64::NEG_INFINITY; c.classes]; il];
+        let last = il - 1;
+        lcab[last][c.blank as usize] = p.r(alpha[last][2 * tl] + beta[last][2 * tl]);
+        if tl > 0 {
+            let k = ext[2 * tl - 1] as usize;
+            lcab[last][k] = p.r(alpha[last][2 * tl - 1] + beta[last][2 * tl - 1]);
+        }
+        for t in (0..last).rev() {
+            for s in (0..ext.len()).rev() {
+                let ab = p.r(alpha[t][s] + beta[t][s]);
+                let k = ext[s] as usize;
+                lcab[t][k] = log_add(p, lcab[t][k], ab);
+            }
+        }
+        for (t, row) in lcab.iter().enumerate() {
+            for (k, &res) in row.iter().enumerate() {
+                let lp = c.lp(t, b, k as i64);
+                let e2 = p.exp(p.r(p.r(res + nll[b]) - lp));
+                grad[(t * n + b) * c.classes + k] = p.r(p.r(p.exp(lp) - e2) * gr);
+            }
+        }
+    }
+    let shape = a.tensor("log_probs")?.shape().to_vec();
+    let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), grad)
+        .map_err(|e| shape_err(e.to_string()))?;
+    let mut out = Gradients::new();
+    insert(&mut out, "log_probs", c.dt, &arr);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -415,5 +607,70 @@ mod tests {
         assert_eq!(out.to_f64_vec()[0], f64::INFINITY);
         args.push(("zero_infinity", Value::Bool(true)));
         assert_eq!(value(call(args)).to_f64_vec()[0], 0.0);
+    }
+}
+
+#[cfg(test)]
+mod grad_tests {
+    use crate::backend::{Backend, Call, Outcome, Value};
+    use crate::reference::testing::t;
+    use crate::reference::Reference;
+    use crate::tensor::DType;
+
+    fn grad(args: Vec<(&str, Value)>) -> Vec<f64> {
+        let call = Call {
+            api: "torch.nn.functional.ctc_loss".into(),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        match Reference.backward(&call, &["log_probs".to_string()], None) {
+            Outcome::Value(mut g) => g.remove("log_probs").expect("gradient").to_f64_vec(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Uniform log-probabilities over 3 classes, (T=4, N=2, C=3); sequence 0 has 3 frames and
+    /// labels [1, 2], sequence 1 has 2 frames and labels [1, 1] (infeasible: needs 3 frames).
+    fn args(zero_infinity: bool) -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "log_probs",
+                t(DType::Float64, &[4, 2, 3], &[-(3f64.ln()); 24]),
+            ),
+            ("targets", t(DType::Int64, &[2, 2], &[1.0, 2.0, 1.0, 1.0])),
+            ("input_lengths", Value::IntList(vec![3, 2])),
+            ("target_lengths", Value::IntList(vec![2, 2])),
+            ("reduction", Value::Str("sum".into())),
+            ("zero_infinity", Value::Bool(zero_infinity)),
+        ]
+    }
+
+    #[test]
+    fn frames_are_softmax_minus_posterior() {
+        // With normalised inputs each frame's gradient is softmax - posterior occupancy, so it
+        // sums to 0 over the classes; frames at or past input_length get exactly 0.
+        let g = grad(args(true));
+        for t in 0..4 {
+            let row = &g[(t * 2) * 3..(t * 2) * 3 + 3];
+            if t < 3 {
+                assert!(row.iter().sum::<f64>().abs() < 1e-12, "{t}: {row:?}");
+                assert!(row.iter().any(|&v| v != 0.0));
+            } else {
+                assert_eq!(row, &[0.0; 3]);
+            }
+        }
+    }
+
+    #[test]
+    fn infeasible_sequences_are_nan_unless_zero_infinity() {
+        let seq1 = |g: &[f64]| -> Vec<f64> {
+            (0..4)
+                .flat_map(|t| g[(t * 2 + 1) * 3..(t * 2 + 2) * 3].to_vec())
+                .collect()
+        };
+        let with = seq1(&grad(args(true)));
+        assert!(with.iter().all(|&v| v == 0.0), "{with:?}");
+        let without = seq1(&grad(args(false)));
+        assert!(without[..6].iter().all(|v| v.is_nan()), "{without:?}");
+        assert_eq!(&without[6..], &[0.0; 6]);
     }
 }

@@ -10,18 +10,23 @@
 //! The linear layer runs in the input's dtype: mismatched weight or bias dtypes raise, and the
 //! logits are rounded once to that dtype. For float16/bfloat16 the CPU gemm accumulates in
 //! float32 and adds the bias before rounding, so one rounding of the exact value matches it
-//! (measured, for 1-D and 2-D inputs with and without bias); for float32/float64 the BLAS
-//! accumulation order is within an ulp of it.
+//! (measured, for 1-D and 2-D inputs with and without bias); for float32/float64 see
+//! [`gemm_dot`] (a sequential order for short dot products, measured).
 
 use super::{torch_dtype_name, Arr};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
+use crate::reference::gradient::insert;
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::{DType, Tensor};
 use std::collections::BTreeMap;
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[(
+    "torch.nn.functional.linear_cross_entropy",
+    linear_cross_entropy_backward,
+)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[(
@@ -67,10 +72,7 @@ fn linear(input: &Arr, weight: &Arr, bias: Option<&Arr>) -> Result<Arr, CallErro
             let wc = &w[c * in_features..(c + 1) * in_features];
             let bias_c = b.as_ref().map_or(0.0, |b| b[c]);
             let v = if dt.is_float() {
-                let dot = crate::reference::numeric::sum(
-                    xr.iter().zip(wc).map(|(p, q)| p * q).chain([bias_c]),
-                );
-                super::round_to(dt, dot)
+                gemm_dot(dt, xr.iter().zip(wc).map(|(p, q)| (*p, *q)), bias_c)
             } else {
                 // Integer addmm wraps; its values never matter (log_softmax rejects integer
                 // logits), only that the call gets that far.
@@ -91,6 +93,24 @@ fn linear(input: &Arr, weight: &Arr, bias: Option<&Arr>) -> Result<Arr, CallErro
     })
 }
 
+/// One element of a CPU `addmm`/`mm` in dtype `dt`: `sum_i p_i q_i + bias`.
+///
+/// float16/bfloat16: accumulated in float32 and rounded once with the bias added (measured).
+/// float32/float64 with at most 3 terms: PyTorch's gemm multiplies and adds one term at a time
+/// from 0 (each product and sum rounded, no fused multiply-add), then adds the bias; measured
+/// bit for bit with 1 to 3 features (longer dot products use blocked BLAS orders, for which one
+/// rounding of the exact value is within an ulp or two).
+fn gemm_dot(dt: DType, terms: impl Iterator<Item = (f64, f64)> + Clone, bias: f64) -> f64 {
+    let r = |x: f64| super::round_to(dt, x);
+    if matches!(dt, DType::Float32 | DType::Float64) && terms.clone().count() <= 3 {
+        let acc = terms.fold(0.0, |acc, (p, q)| r(acc + r(p * q)));
+        return r(acc + bias);
+    }
+    r(crate::reference::numeric::sum(
+        terms.map(|(p, q)| p * q).chain([bias]),
+    ))
+}
+
 fn shape_tuple(s: &[usize]) -> String {
     match s {
         [one] => format!("({one},)"),
@@ -104,7 +124,82 @@ fn shape_tuple(s: &[usize]) -> String {
     }
 }
 
+/// A checked call: the flattened linear layer, its logits and the `cross_entropy` arguments.
+struct Prepared {
+    input: Arr,
+    /// `linear_weight` as `(M, in_features)`.
+    flat_w: Arr,
+    /// `linear_bias` as `(M,)`.
+    flat_b: Option<Arr>,
+    /// The arguments `cross_entropy` receives (`input` = the logits, `(.., C, d1..dK)`).
+    ce: BTreeMap<String, Value>,
+}
+
 pub fn linear_cross_entropy(args: &Args) -> Result<Tensor, CallError> {
+    let ce = prepare(args)?.ce;
+    let ce_args = Args::new("torch.nn.functional.cross_entropy", &ce);
+    let out = super::cross_entropy::cross_entropy(&ce_args)?;
+    ce_args.finish()?;
+    Ok(out)
+}
+
+/// The gradients of `linear_cross_entropy`: `cross_entropy`'s gradient for the logits, then
+/// the linear layer's (`addmm` / `matmul`) backward: `grad_input = g @ W`,
+/// `grad_weight = g^T @ input`, `grad_bias = g.sum(0)`, each element as [`gemm_dot`] computes
+/// one (the same CPU gemm).
+pub fn linear_cross_entropy_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let p = prepare(args)?;
+    let ce_args = Args::new("torch.nn.functional.cross_entropy", &p.ce);
+    let (gl, _) =
+        super::cross_entropy::cross_entropy_grads(&ce_args, &Arr::of(b.grad_output), false)?;
+    let dt = p.input.dt;
+    let in_features = *p.input.shape().last().expect("input rank checked");
+    let m = p.flat_w.shape()[0];
+    let rows = p.input.a.len() / in_features.max(1);
+    let g: Vec<f64> = gl.a.iter().copied().collect();
+    let x: Vec<f64> = p.input.a.iter().copied().collect();
+    let w: Vec<f64> = p.flat_w.a.iter().copied().collect();
+    let dot = |it: &mut dyn Iterator<Item = (f64, f64)>| {
+        let terms: Vec<(f64, f64)> = it.collect();
+        gemm_dot(dt, terms.into_iter(), 0.0)
+    };
+    let mut out = Gradients::new();
+    if b.wants("input") {
+        let gi: Vec<f64> = (0..rows * in_features)
+            .map(|idx| {
+                let (r, i) = (idx / in_features, idx % in_features);
+                dot(&mut (0..m).map(|c| (g[r * m + c], w[c * in_features + i])))
+            })
+            .collect();
+        let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(p.input.shape()), gi)
+            .map_err(|e| CallError::shape(e.to_string()))?;
+        insert(&mut out, "input", dt, &a);
+    }
+    if b.wants("linear_weight") {
+        let gw: Vec<f64> = (0..m * in_features)
+            .map(|idx| {
+                let (c, i) = (idx / in_features, idx % in_features);
+                dot(&mut (0..rows).map(|r| (g[r * m + c], x[r * in_features + i])))
+            })
+            .collect();
+        let shape = args.tensor("linear_weight")?.shape().to_vec();
+        let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), gw)
+            .map_err(|e| CallError::shape(e.to_string()))?;
+        insert(&mut out, "linear_weight", dt, &a);
+    }
+    if b.wants("linear_bias") && p.flat_b.is_some() {
+        let gb: Vec<f64> = (0..m)
+            .map(|c| dot(&mut (0..rows).map(|r| (g[r * m + c], 1.0))))
+            .collect();
+        let shape = args.tensor("linear_bias")?.shape().to_vec();
+        let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), gb)
+            .map_err(|e| CallError::shape(e.to_string()))?;
+        insert(&mut out, "linear_bias", dt, &a);
+    }
+    Ok(out)
+}
+
+fn prepare(args: &Args) -> Result<Prepared, CallError> {
     let input = Arr::of(args.tensor("input")?);
     let weight_t = args.tensor("linear_weight")?;
     let lw = Arr::of(weight_t);
@@ -215,10 +310,12 @@ pub fn linear_cross_entropy(args: &Args) -> Result<Tensor, CallError> {
     if let Some(ls) = label_smoothing {
         ce.insert("label_smoothing".into(), ls.clone());
     }
-    let ce_args = Args::new("torch.nn.functional.cross_entropy", &ce);
-    let out = super::cross_entropy::cross_entropy(&ce_args)?;
-    ce_args.finish()?;
-    Ok(out)
+    Ok(Prepared {
+        input,
+        flat_w,
+        flat_b,
+        ce,
+    })
 }
 
 /// `_linear_cross_entropy_chunked_applies`: whether a non-null `options` would be used (and,
@@ -350,6 +447,64 @@ mod tests {
         // Equal logits: every loss is log 3.
         for x in v.to_f64_vec() {
             assert!((x - 3f64.ln()).abs() < 1e-6);
+        }
+    }
+
+    fn grads(api: &str, args: &[(&str, Value)], wrt: &[&str]) -> Vec<Vec<f64>> {
+        let call = Call {
+            api: format!("torch.nn.functional.{api}"),
+            args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        let wrt: Vec<String> = wrt.iter().map(|w| w.to_string()).collect();
+        match Reference.backward(&call, &wrt, None) {
+            Outcome::Value(mut g) => wrt
+                .iter()
+                .map(|w| g.remove(w).expect("gradient").to_f64_vec())
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn gradients_are_cross_entropy_through_the_linear_layer() {
+        // Identity weight and zero bias: the logits are the input, so the input and bias
+        // gradients are cross_entropy's, and the weight gradient is g^T x.
+        let x = [1.0, 2.0, 0.0, 1.0, -1.0, 0.5];
+        let mut a = vec![
+            ("input", t(DType::Float64, &[3, 2], &x)),
+            (
+                "linear_weight",
+                t(DType::Float64, &[2, 2], &[1.0, 0.0, 0.0, 1.0]),
+            ),
+            ("linear_bias", t(DType::Float64, &[2], &[0.0, 0.0])),
+            ("target", t(DType::Int64, &[3], &[0.0, 1.0, -100.0])),
+        ];
+        for red in ["none", "mean", "sum"] {
+            a.push(("reduction", Value::Str(red.into())));
+            a.push(("label_smoothing", Value::Float(0.1)));
+            let l = grads(
+                "linear_cross_entropy",
+                &a,
+                &["input", "linear_weight", "linear_bias"],
+            );
+            let ce_args = [
+                ("input", t(DType::Float64, &[3, 2], &x)),
+                ("target", t(DType::Int64, &[3], &[0.0, 1.0, -100.0])),
+                ("reduction", Value::Str(red.into())),
+                ("label_smoothing", Value::Float(0.1)),
+            ];
+            let ce = grads("cross_entropy", &ce_args, &["input"]).remove(0);
+            assert_eq!(l[0], ce, "{red}");
+            let col = |c: usize| (0..3).map(|r| ce[r * 2 + c]).sum::<f64>();
+            assert_eq!(l[2], vec![col(0), col(1)], "{red}");
+            let gw = |c: usize, i: usize| (0..3).map(|r| ce[r * 2 + c] * x[r * 2 + i]).sum::<f64>();
+            for (k, v) in l[1].iter().enumerate() {
+                assert!((v - gw(k / 2, k % 2)).abs() < 1e-15, "{red}");
+            }
+            a.truncate(4);
         }
     }
 }
