@@ -301,10 +301,9 @@ fn norm_backward(diff: &Arr, norm: &Arr, grad: &Arr, p: f64) -> Result<Arr, Call
     };
     let g = lanes(grad)?;
     let n = lanes(norm)?;
+    // `sgn` of a real tensor is `sign`: (0 < x) - (x < 0), so NaN gives 0.
     let sgn = |x: f64| {
-        if x.is_nan() {
-            x
-        } else if x == 0.0 {
+        if x.is_nan() || x == 0.0 {
             0.0
         } else {
             x.signum()
