@@ -189,7 +189,7 @@ pub fn cosine_embedding_loss_backward(args: &Args, bw: &Backward) -> Result<Grad
 
 #[cfg(test)]
 mod tests {
-    use super::super::margin::tests::{close, error_kind, f64s, long, s, t, value};
+    use super::super::margin::tests::{close, error_kind, f64s, grads, long, s, t, value};
     use crate::backend::{ErrorKind, Value};
     use crate::tensor::DType;
 
@@ -320,5 +320,30 @@ mod tests {
             ),
             ErrorKind::Argument
         );
+    }
+
+    #[test]
+    fn gradient_is_orthogonal_to_its_input() {
+        // cos is scale invariant, so d cos / d x1 is orthogonal to x1 (and likewise for x2).
+        let x1 = [1.0, 2.0, -0.5, 0.25, 3.0, 1.5];
+        let x2 = [0.5, -1.0, 2.0, 1.0, 1.0, -2.0];
+        let g = grads(
+            "cosine_embedding_loss",
+            &[
+                ("input1", f64s(&[2, 3], &x1)),
+                ("input2", f64s(&[2, 3], &x2)),
+                ("target", f64s(&[2], &[1.0, -1.0])),
+                ("margin", Value::Float(-0.9)),
+            ],
+            &["input1", "input2"],
+        );
+        for (name, x) in [("input1", x1), ("input2", x2)] {
+            let gv = g[name].to_f64_vec();
+            for row in 0..2 {
+                let dot: f64 = (0..3).map(|i| gv[row * 3 + i] * x[row * 3 + i]).sum();
+                assert!(dot.abs() < 1e-12, "{name} row {row}: {dot}");
+                assert!(gv[row * 3..row * 3 + 3].iter().any(|v| *v != 0.0));
+            }
+        }
     }
 }

@@ -660,9 +660,10 @@ pub fn hinge_embedding_loss_backward(args: &Args, bw: &Backward) -> Result<Gradi
     Ok(out)
 }
 
-/// `soft_margin_loss` backward: ATen's `soft_margin_loss_backward_out`, in place in the input's
-/// dtype: `z = exp(-target * input)`, `grad = target * z * (-norm) / (z + 1) * grad_output`
-/// (`norm` = 1 / numel for mean).
+/// `soft_margin_loss` backward: ATen's `soft_margin_loss_backward`, whose op order is
+/// `target * (-norm) * z / (z + 1) * grad_output` with `z = exp(-target * input)` and
+/// `norm` = 1 / numel for mean (measured on float16, where each op rounds: multiplying by
+/// `-norm` first matches, the other orders do not), written into the input's dtype.
 pub fn soft_margin_loss_backward(args: &Args, bw: &Backward) -> Result<Gradients, CallError> {
     let input = Arr::of(args.tensor("input")?);
     let target = Arr::of(args.tensor("target")?);
@@ -674,12 +675,17 @@ pub fn soft_margin_loss_backward(args: &Args, bw: &Backward) -> Result<Gradients
     };
     let e = mul(&neg(&target)?, &input)?;
     let z = e.map(e.dt, f64::exp);
-    let prod = mul(&target, &z)?;
-    let gi = prod.map(input.dt, |v| v);
-    // `mul_(-norm)`: the scalar in op math (float32 for float and the half types).
-    let opmath = super::accumulate_dtype(gi.dt);
-    let s = round_to(opmath, -norm);
-    let gi = gi.map(gi.dt, |v| v * s);
+    // `target * (-norm)`: a Python-scalar multiply, the scalar in op math (float32 for float
+    // and the half types); an integer target gives the default dtype float32.
+    let tdt = if target.dt.is_float() {
+        target.dt
+    } else {
+        DType::Float32
+    };
+    let s = round_to(super::accumulate_dtype(tdt), -norm);
+    let scaled = target.map(tdt, |v| v * s);
+    let gi = mul(&scaled, &z)?;
+    let gi = gi.map(input.dt, |v| v);
     let z1 = add_scalar(&z, 1.0);
     let gi = zip_inplace(&gi, &z1, |a, b| a / b)?;
     let gi = zip_inplace(&gi, &Arr::of(bw.grad_output), |a, b| a * b)?;
@@ -850,6 +856,26 @@ pub(crate) mod tests {
         match call(f, args) {
             Outcome::Value(t) => t,
             other => panic!("{f}: expected a value, got {other:?}"),
+        }
+    }
+
+    /// The reference's gradients of `f` for `wrt` (grad_output all ones).
+    pub(crate) fn grads(
+        f: &str,
+        args: &[(&str, Value)],
+        wrt: &[&str],
+    ) -> crate::backend::Gradients {
+        let call = Call {
+            api: format!("torch.nn.functional.{f}"),
+            args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        let wrt: Vec<String> = wrt.iter().map(|w| w.to_string()).collect();
+        match Reference.backward(&call, &wrt, None) {
+            Outcome::Value(g) => g,
+            other => panic!("{f}: expected gradients, got {other:?}"),
         }
     }
 
@@ -1237,5 +1263,59 @@ pub(crate) mod tests {
             ],
         );
         assert_eq!(empty.shape(), &[0]);
+    }
+
+    #[test]
+    fn a_partial_wrt_gets_the_same_gradient_as_the_full_request() {
+        let args = [
+            ("input1", f64s(&[2, 3], &X)),
+            ("input2", f64s(&[1, 3], &[0.5, -0.5, 1.0])),
+            ("target", f64s(&[2, 1], &[1.0, -1.0])),
+            ("margin", Value::Float(0.25)),
+        ];
+        let all = grads(
+            "margin_ranking_loss",
+            &args,
+            &["input1", "input2", "target"],
+        );
+        let one = grads("margin_ranking_loss", &args, &["input2"]);
+        assert_eq!(one.keys().collect::<Vec<_>>(), vec!["input2"]);
+        assert_eq!(one["input2"], all["input2"]);
+        // Broadcast arguments get gradients of their own shape.
+        assert_eq!(all["input2"].shape(), &[1, 3]);
+        assert_eq!(all["target"].shape(), &[2, 1]);
+    }
+
+    #[test]
+    fn mean_gradient_is_the_sum_gradient_over_the_count() {
+        let x = t(DType::Float32, &[2, 3], &X);
+        let y = t(DType::Float32, &[2, 3], &[1.0, -1.0, -1.0, 1.0, 1.0, -1.0]);
+        for f in [
+            "hinge_embedding_loss",
+            "soft_margin_loss",
+            "multi_margin_loss",
+        ] {
+            let target = if f == "multi_margin_loss" {
+                long(&[2], &[2, 0])
+            } else {
+                y.clone()
+            };
+            let with = |red: &str| {
+                let args = [
+                    ("input", x.clone()),
+                    ("target", target.clone()),
+                    ("reduction", s(red)),
+                ];
+                grads(f, &args, &["input"])["input"].to_f64_vec()
+            };
+            let n = if f == "multi_margin_loss" { 2.0 } else { 6.0 };
+            let (sum, mean) = (with("sum"), with("mean"));
+            for (a, b) in sum.iter().zip(&mean) {
+                assert!(
+                    (a / n - b).abs() <= 1e-7 * a.abs().max(1e-30),
+                    "{f}: {sum:?} {mean:?}"
+                );
+            }
+        }
     }
 }

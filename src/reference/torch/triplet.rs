@@ -301,10 +301,9 @@ fn norm_backward(diff: &Arr, norm: &Arr, grad: &Arr, p: f64) -> Result<Arr, Call
     };
     let g = lanes(grad)?;
     let n = lanes(norm)?;
+    // `sgn` of a real tensor is `sign`: (0 < x) - (x < 0), so NaN gives 0.
     let sgn = |x: f64| {
-        if x.is_nan() {
-            x
-        } else if x == 0.0 {
+        if x.is_nan() || x == 0.0 {
             0.0
         } else {
             x.signum()
@@ -406,7 +405,7 @@ fn pairwise_distance_backward(
 /// The backward of `torch.min(self, other)` / `torch.minimum`: ties split the gradient in
 /// half, otherwise it goes to the smaller one (and to both where a NaN makes them unordered).
 fn minimum_backward(a: &Arr, b: &Arr, g: &Arr) -> Result<(Arr, Arr), CallError> {
-    let split = |keep: fn(f64, f64) -> bool| -> Result<Arr, CallError> {
+    let split = |drop: fn(f64, f64) -> bool| -> Result<Arr, CallError> {
         let shape = super::broadcast_shapes(a.shape(), b.shape())?;
         let (a, b, g) = (a.expand(&shape)?, b.expand(&shape)?, g.expand(&shape)?);
         let mut out = g.a.clone();
@@ -416,13 +415,13 @@ fn minimum_backward(a: &Arr, b: &Arr, g: &Arr) -> Result<(Arr, Arr), CallError> 
             .and(&g.a)
             .for_each(|o, &x, &y, &gv| {
                 let v = if x == y { round_to(g.dt, gv / 2.0) } else { gv };
-                *o = if keep(x, y) { v } else { 0.0 };
+                *o = if drop(x, y) { 0.0 } else { v };
             });
         Ok(Arr { dt: g.dt, a: out })
     };
     Ok((
-        grad_to(&split(|x, y| !(x > y))?, a.shape(), a.dt)?,
-        grad_to(&split(|x, y| !(x < y))?, b.shape(), b.dt)?,
+        grad_to(&split(|x, y| x > y)?, a.shape(), a.dt)?,
+        grad_to(&split(|x, y| x < y)?, b.shape(), b.dt)?,
     ))
 }
 
@@ -518,7 +517,7 @@ pub fn triplet_margin_with_distance_loss_backward(
 
 #[cfg(test)]
 mod tests {
-    use super::super::margin::tests::{call, error_kind, f64s, s, t, value};
+    use super::super::margin::tests::{call, error_kind, f64s, grads, s, t, value};
     use crate::backend::{ErrorKind, Outcome, Value};
     use crate::tensor::DType;
 
@@ -644,5 +643,38 @@ mod tests {
         assert_eq!(error_kind("triplet_margin_loss", &neg_p), ErrorKind::Shape);
         let zero = value("triplet_margin_loss", &empty);
         assert_eq!(zero.to_f64_vec(), vec![1.0]);
+    }
+
+    #[test]
+    fn swap_tie_splits_the_negative_gradient_in_half() {
+        // a = p: d(a, n) = d(p, n) exactly, so with swap the gradient of d_neg goes half to
+        // each distance: the positive gains what the anchor loses, relative to no swap.
+        let a = [0.5, -1.0, 2.0];
+        let n = [1.5, 0.0, -1.0];
+        let run = |swap: bool| {
+            grads(
+                "triplet_margin_loss",
+                &[
+                    ("anchor", f64s(&[3], &a)),
+                    ("positive", f64s(&[3], &a)),
+                    ("negative", f64s(&[3], &n)),
+                    ("margin", Value::Float(5.0)),
+                    ("swap", Value::Bool(swap)),
+                ],
+                &["anchor", "positive", "negative"],
+            )
+        };
+        let (plain, swapped) = (run(false), run(true));
+        let v = |g: &crate::backend::Gradients, k: &str| g[k].to_f64_vec();
+        for i in 0..3 {
+            let lost = v(&plain, "anchor")[i] - v(&swapped, "anchor")[i];
+            let gained = v(&swapped, "positive")[i] - v(&plain, "positive")[i];
+            assert!(
+                lost != 0.0 && (lost - gained).abs() < 1e-15,
+                "{lost} {gained}"
+            );
+            // The negative gets the whole gradient either way.
+            assert_eq!(v(&plain, "negative")[i], v(&swapped, "negative")[i]);
+        }
     }
 }
