@@ -232,8 +232,9 @@ struct SoftmaxRows {
     x: Vec<f64>,
     n: usize,
     c: usize,
-    /// The labels' flattened `(rows, classes)` before broadcasting.
+    /// The labels' and logits' flattened `(rows, classes)` before broadcasting.
     labels_2d: (usize, usize),
+    logits_2d: (usize, usize),
     /// Shapes after moving the class axis to the end (before flattening).
     labels_moved: Vec<usize>,
     logits_moved: Vec<usize>,
@@ -304,6 +305,7 @@ fn softmax_rows(labels: &Tensor, logits: &Tensor, axis: i64) -> Result<SoftmaxRo
         n,
         c,
         labels_2d: (nz, cz),
+        logits_2d: (nx, cx),
         labels_moved,
         logits_moved,
         out_shape,
@@ -356,7 +358,7 @@ fn move_end_to_axis(a: Nd, axis: i64) -> Nd {
 /// - labels: `g * -log_softmax(logits)` (the `LogSoftmax` kernel: `(x - max) - log(sum)`),
 ///   *not* the derivative of the forward formula's rounding.
 ///
-/// Both have the broadcast `(rows, classes)` shape; broadcast labels then fail to reshape back
+/// Both have the broadcast `(rows, classes)` shape; a broadcast input then fails to reshape back
 /// (`Input to reshape is a tensor with 6 values, but the requested shape has 3`), as in
 /// TensorFlow. The gradients go back through the reshape and the axis transpose, then the cast
 /// rounds them to each argument's dtype.
@@ -390,18 +392,29 @@ fn softmax_cross_entropy_with_logits_backward(
             }
         }
     }
-    let mut out = Gradients::new();
-    if b.wants("labels") {
-        let (nz, cz) = r.labels_2d;
-        if nz * cz != r.n * r.c {
+    // The op broadcasts its inputs, but their gradients go back through the reshape that
+    // flattened them, which fails for a broadcast input.
+    let reshape = |(rows, cols): (usize, usize)| {
+        if rows * cols != r.n * r.c {
             return Err(CallError::shape(format!(
                 "Input to reshape is a tensor with {} values, but the requested shape has {}",
                 r.n * r.c,
-                nz * cz
+                rows * cols
             )));
         }
+        Ok(())
+    };
+    let mut out = Gradients::new();
+    if b.wants("logits") {
+        reshape(r.logits_2d)?;
+    }
+    if b.wants("labels") {
+        reshape(r.labels_2d)?;
         let gz = move_end_to_axis(Nd::new(r.labels_moved.clone(), gz), axis);
         out.insert("labels".into(), gz.to_tensor(r.work));
+    }
+    if !b.wants("logits") {
+        return Ok(out);
     }
     let gx = move_end_to_axis(Nd::new(r.logits_moved.clone(), gx), axis);
     out.insert("logits".into(), gx.to_tensor(r.work));
