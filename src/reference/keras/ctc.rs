@@ -18,9 +18,9 @@ use crate::backend::{CallError, Gradients};
 use crate::reference::gradient::{zeros_like, Backward};
 use crate::reference::tf_nn::ctc::{ctc_dense, Lengths};
 use crate::reference::tf_nn::nd::Nd;
+use crate::reference::GradientKernel;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
 pub const GRADIENTS: &[(&str, GradientKernel)] = &[("tf.keras.losses.CTC", ctc_backward)];
@@ -90,7 +90,10 @@ fn ctc(a: &Args) -> Result<Tensor, CallError> {
     let (loss, _) = ctc_dense(&r.labels, &r.logits, r.lengths, false, 0, None)?;
     // Cast to float32 / float64 by the backend, then to the loss dtype by the loss.
     let n = loss.len();
-    let values = Nd::new(vec![n], loss.into_iter().map(|v| r.c.dtype.round(v)).collect());
+    let values = Nd::new(
+        vec![n],
+        loss.into_iter().map(|v| r.c.dtype.round(v)).collect(),
+    );
     Ok(reduce_weighted(values, r.sample_weight, None, r.c)?.to_tensor(r.c.dtype))
 }
 

@@ -18,12 +18,12 @@
 
 use super::nd::Fp;
 use super::read_name;
-use crate::backend::{CallError, Value};
-use crate::reference::{Args, Kernel};
-use crate::tensor::{DType, Tensor};
 use crate::backend::Gradients;
+use crate::backend::{CallError, Value};
 use crate::reference::gradient::Backward;
 use crate::reference::GradientKernel;
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
 pub const GRADIENTS: &[(&str, GradientKernel)] = &[("tf.nn.ctc_loss", ctc_loss_backward)];
@@ -321,7 +321,9 @@ pub(crate) fn tf_sequence_grad(
     let c = lp.first().map_or(0, |r| r.len());
     (0..lp.len())
         .map(|t| {
-            let mut fb: Vec<f64> = (0..ns).map(|k| p.r(fwd[t + 1][k] + bwd[t + 1][k])).collect();
+            let mut fb: Vec<f64> = (0..ns)
+                .map(|k| p.r(fwd[t + 1][k] + bwd[t + 1][k]))
+                .collect();
             let total = tf_lse(p, &fb);
             let log_mask = if (t as f64) < logit_length {
                 0.0
@@ -429,14 +431,19 @@ pub(crate) fn ctc_loss_dense(
     blank_index: i64,
 ) -> Result<Vec<f64>, CallError> {
     let lengths = (label_length, logit_length);
-    ctc_dense(labels, logits, lengths, logits_time_major, blank_index, None).map(|(l, _)| l)
+    ctc_dense(
+        labels,
+        logits,
+        lengths,
+        logits_time_major,
+        blank_index,
+        None,
+    )
+    .map(|(l, _)| l)
 }
 
 /// The label and logit lengths as [`read_lengths`] gives them.
-pub(crate) type Lengths = (
-    (Vec<usize>, DType, Vec<f64>),
-    (Vec<usize>, DType, Vec<f64>),
-);
+pub(crate) type Lengths = ((Vec<usize>, DType, Vec<f64>), (Vec<usize>, DType, Vec<f64>));
 
 /// `ctc_loss_dense` and, given `grad_loss` (one float32 value per sequence), the gradient of
 /// `sum(grad_loss * loss)` w.r.t. the logits in their own layout, in float32 (as `f64`): the

@@ -15,12 +15,12 @@ use super::nd::Fp;
 use super::poisson::flush;
 use super::read_name;
 use crate::backend::CallError;
-use crate::reference::numeric;
-use crate::reference::{Args, Kernel};
-use crate::tensor::{DType, Tensor};
 use crate::backend::Gradients;
 use crate::reference::gradient::Backward;
+use crate::reference::numeric;
 use crate::reference::GradientKernel;
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
 pub const GRADIENTS: &[(&str, GradientKernel)] = &[("tf.nn.l2_loss", l2_loss_backward)];

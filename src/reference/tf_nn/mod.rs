@@ -13,12 +13,12 @@ pub mod poisson;
 pub mod weighted;
 
 use super::{Args, Kernel};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
-use crate::tensor::{DType, Tensor};
-use nd::{Fp, Nd};
 use crate::reference::gradient::Backward;
 use crate::reference::GradientKernel;
-use crate::backend::Gradients;
+use crate::tensor::{DType, Tensor};
+use nd::{Fp, Nd};
 
 /// Every gradient table of this framework: one per kernel module.
 pub const GRADIENT_TABLES: &[&[(&str, GradientKernel)]] = &[

@@ -13,16 +13,16 @@
 //! (PyTorch masks `targets <= 1` instead). TensorFlow's CPU threads flush subnormal results to
 //! zero, so `exp(-88)` in float32 is 0, not 6.05e-39 ([`flush`]).
 
+use super::add_n;
 use super::nd::{Fp, Nd};
 use super::read_name;
 use super::weighted::{float_kernel_error, mul_dtype_error};
-use crate::backend::{CallError, Value};
-use crate::reference::{Args, Kernel};
-use crate::tensor::{DType, Tensor};
-use super::add_n;
 use crate::backend::Gradients;
+use crate::backend::{CallError, Value};
 use crate::reference::gradient::Backward;
 use crate::reference::GradientKernel;
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
 pub const GRADIENTS: &[(&str, GradientKernel)] =

@@ -18,16 +18,16 @@
 //! labels' dtype; a tensor `pos_weight` must have the labels' dtype (`Mul` does not promote) and
 //! broadcasts against them, so the output has the broadcast shape.
 
+use super::add_n;
 use super::nd::{Fp, Nd};
 use super::poisson::flush;
 use super::read_name;
-use crate::backend::{CallError, Value};
-use crate::reference::{Args, Kernel};
-use crate::tensor::{DType, Tensor};
-use super::add_n;
 use crate::backend::Gradients;
+use crate::backend::{CallError, Value};
 use crate::reference::gradient::{sum_to_shape, Backward};
 use crate::reference::GradientKernel;
+use crate::reference::{Args, Kernel};
+use crate::tensor::{DType, Tensor};
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
 pub const GRADIENTS: &[(&str, GradientKernel)] = &[(
@@ -234,10 +234,7 @@ fn weighted_cross_entropy_with_logits_backward(
             xv
         };
         let om = p.r(1.0 - zv);
-        gx.push(f(add_n(
-            p,
-            &[f(p.r(om * g)), -g_nx, f(p.r(-g_na * sign))],
-        )));
+        gx.push(f(add_n(p, &[f(p.r(om * g)), -g_nx, f(p.r(-g_na * sign))])));
         gz.push(f(add_n(p, &[-f(p.r(g * xv)), gz_weight[i]])));
     }
     let mut out = Gradients::new();
