@@ -819,4 +819,51 @@ mod tests {
         a[0].1 = t(DType::Int32, &[2], &[1.0, 2.0]);
         assert!(matches!(call(a), Outcome::Error(e) if e.kind == ErrorKind::Shape));
     }
+
+    fn grad_of(args: Vec<(&str, Value)>, g: &[f64]) -> Vec<f64> {
+        let call = Call {
+            api: "tf.nn.ctc_loss".into(),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        let go = Tensor::from_f64(DType::Float32, vec![g.len()], g.to_vec()).unwrap();
+        match Reference.backward(&call, &["logits".to_string()], Some(&go)) {
+            Outcome::Value(mut m) => m.remove("logits").unwrap().to_f64_vec(),
+            other => panic!("expected gradients, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn feasible_gradient_is_the_derivative_of_the_loss() {
+        // TensorFlow's posterior formula against central differences of the forward, for a
+        // batch-major pair with a repeat, a blank_index of -1 and a short logit length (whose
+        // masked frames get exactly 0).
+        let (n, tn, c) = (2, 5, 4);
+        let x = logits(n * tn * c, 11);
+        let labels = [1.0, 1.0, 2.0, 0.0];
+        let make = |x: &[f64]| {
+            let mut a = args(x, &[n, tn, c], &labels, 2, &[2, 1], &[5, 4]);
+            a.push(("logits_time_major", Value::Bool(false)));
+            a.push(("blank_index", Value::Int(-1)));
+            a
+        };
+        let g = [0.5, -1.0];
+        let grad = grad_of(make(&x), &g);
+        let loss = |x: &[f64]| -> f64 {
+            let v = value(call(make(x)));
+            v.iter().zip(&g).map(|(l, g)| l * g).sum()
+        };
+        for (i, &want) in grad.iter().enumerate() {
+            let (b, t) = (i / (tn * c), (i / c) % tn);
+            if b == 1 && t >= 4 {
+                assert_eq!(want, 0.0, "masked frame {i}");
+                continue;
+            }
+            let h = 1.0 / 64.0;
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[i] += h;
+            down[i] -= h;
+            let fd = (loss(&up) - loss(&down)) / (2.0 * h);
+            assert!((fd - want).abs() <= 2e-3, "element {i}: {want} vs {fd}");
+        }
+    }
 }
