@@ -9,22 +9,37 @@
 //! float32, which the loss then casts to its dtype) and calls `tf.nn.ctc_loss`, so an impossible
 //! alignment gives TensorFlow's large finite value. The per-sequence losses then go through the
 //! usual Keras reduction with sample weights.
+//!
+//! The backward ([`ctc_backward`]) reuses `tf.nn.ctc_loss`'s gradient and carries its own small
+//! reduction backward ([`reduce_weighted_backward`]) for one loss per sequence.
 
-use super::reduction::{only_known, reduce_weighted, squeeze_or_expand, Common};
-use crate::backend::CallError;
-use crate::reference::tf_nn::ctc::ctc_loss_dense;
+use super::reduction::{only_known, reduce_weighted, squeeze_or_expand, Common, Reduction};
+use crate::backend::{CallError, Gradients};
+use crate::reference::gradient::{zeros_like, Backward};
+use crate::reference::tf_nn::ctc::{ctc_dense, Lengths};
 use crate::reference::tf_nn::nd::Nd;
+use crate::reference::GradientKernel;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[("tf.keras.losses.CTC", ctc_backward)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("tf.keras.losses.CTC", ctc)];
 
-fn ctc(a: &Args) -> Result<Tensor, CallError> {
+/// The call prepared as `keras.losses.ctc` prepares it for `tf.nn.ctc_loss`.
+struct Prepared {
+    c: Common,
+    /// `y_true` cast to int32.
+    labels: Tensor,
+    /// `y_pred` cast to the loss dtype, then to float32.
+    logits: Tensor,
+    lengths: Lengths,
+    sample_weight: Option<Nd>,
+}
+
+fn prepare(a: &Args) -> Result<Prepared, CallError> {
     only_known(a, &[])?;
     let c = Common::read(a)?;
     let y_true = Nd::cast(a.tensor("y_true")?, c.dtype);
@@ -61,13 +76,115 @@ fn ctc(a: &Args) -> Result<Tensor, CallError> {
         .to_tensor(DType::Float32);
     let label_len = (vec![y_true.shape[0]], DType::Int32, label_length);
     let logit_len = (vec![n], DType::Int32, vec![t as f64; n]);
-    let loss = ctc_loss_dense(&labels, &logits, label_len, logit_len, false, 0)?;
+    Ok(Prepared {
+        c,
+        labels,
+        logits,
+        lengths: (label_len, logit_len),
+        sample_weight,
+    })
+}
+
+fn ctc(a: &Args) -> Result<Tensor, CallError> {
+    let r = prepare(a)?;
+    let (loss, _) = ctc_dense(&r.labels, &r.logits, r.lengths, false, 0, None)?;
     // Cast to float32 / float64 by the backend, then to the loss dtype by the loss.
+    let n = loss.len();
     let values = Nd::new(
         vec![n],
-        loss.into_iter().map(|v| c.dtype.round(v)).collect(),
+        loss.into_iter().map(|v| r.c.dtype.round(v)).collect(),
     );
-    Ok(reduce_weighted(values, sample_weight, None, c)?.to_tensor(c.dtype))
+    Ok(reduce_weighted(values, r.sample_weight, None, r.c)?.to_tensor(r.c.dtype))
+}
+
+/// The backward of `reduce_weighted_values` for one loss per sequence, in the loss dtype `p`
+/// (a local stand-in for the general Keras reduction backward, which lives elsewhere):
+/// `Sum`'s gradient broadcasts, `DivNoNan`'s is `div_no_nan(g, divisor)` for the values and,
+/// for `mean_with_sample_weight`, `g * div_no_nan(div_no_nan(-loss, d), d)` for every weight
+/// through `sum(sample_weight)`; `Mul(values, weights)` gives `g * w` and `values * g`.
+/// Returns the gradients of the unweighted per-sequence values and of the (flat) weights.
+fn reduce_weighted_backward(
+    values: &[f64],
+    sample_weight: Option<&Nd>,
+    c: Common,
+    g: &[f64],
+) -> (Vec<f64>, Option<Vec<f64>>) {
+    let p = c.fp();
+    let n = values.len();
+    let ddn = |x: f64, y: f64| if y == 0.0 { 0.0 } else { p.r(x / y) };
+    // A `(N,)` or `(N, 1)` weight pairs element for element (the values are expanded to
+    // `(N, 1)` for the latter); a single weight broadcasts and collects every gradient.
+    let sw: Option<Vec<f64>> = sample_weight.map(|w| {
+        if w.len() == n {
+            w.data.clone()
+        } else {
+            vec![w.data.first().copied().unwrap_or(0.0); n]
+        }
+    });
+    let weighted: Vec<f64> = match &sw {
+        Some(w) => values.iter().zip(w).map(|(&v, &w)| p.r(v * w)).collect(),
+        None => values.to_vec(),
+    };
+    let (g_w, g_div): (Vec<f64>, f64) = match c.reduction {
+        Reduction::None => (g.to_vec(), 0.0),
+        Reduction::Sum => (vec![g[0]; n], 0.0),
+        Reduction::MeanWithSampleWeight if sw.is_some() => {
+            let w = sw.as_ref().expect("checked");
+            let d = p.sum(w);
+            let loss = p.sum(&weighted);
+            (vec![ddn(g[0], d); n], p.r(g[0] * ddn(ddn(-loss, d), d)))
+        }
+        _ => (vec![ddn(g[0], p.r(n as f64)); n], 0.0),
+    };
+    match sw {
+        None => (g_w, None),
+        Some(w) => {
+            let g_values = g_w.iter().zip(&w).map(|(&g, &w)| p.r(g * w)).collect();
+            let g_sw = g_w
+                .iter()
+                .zip(values)
+                .map(|(&g, &v)| p.r(p.r(v * g) + g_div))
+                .collect();
+            (g_values, Some(g_sw))
+        }
+    }
+}
+
+/// The gradient of `tf.keras.losses.CTC` w.r.t. `y_pred` (and `sample_weight`): the reduction's
+/// backward in the loss dtype ([`reduce_weighted_backward`]), the per-sequence gradients cast to
+/// float32, then `tf.nn.ctc_loss`'s own gradient ([`ctc_dense`]) cast back to the loss dtype and
+/// to `y_pred`'s. `y_true` is cast to int32 and gets a zero gradient.
+fn ctc_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let r = prepare(a)?;
+    let (loss, _) = ctc_dense(&r.labels, &r.logits, r.lengths.clone(), false, 0, None)?;
+    let values: Vec<f64> = loss.iter().map(|&v| r.c.dtype.round(v)).collect();
+    let g = b.grad_output.to_f64_vec();
+    let (g_values, g_sw) = reduce_weighted_backward(&values, r.sample_weight.as_ref(), r.c, &g);
+    let g32: Vec<f64> = g_values.iter().map(|&v| DType::Float32.round(v)).collect();
+    let (_, grad) = ctc_dense(&r.labels, &r.logits, r.lengths, false, 0, Some(&g32))?;
+    let mut out = Gradients::new();
+    let y_pred = a.tensor("y_pred")?;
+    let grad: Vec<f64> = grad.iter().map(|&v| r.c.dtype.round(v)).collect();
+    out.insert(
+        "y_pred".into(),
+        Tensor::from_f64(r.c.dtype, y_pred.shape().to_vec(), grad)
+            .map_err(|e| CallError::shape(e.0))?,
+    );
+    if let (Some(t), Some(mut gw)) = (a.opt_tensor("sample_weight")?, g_sw) {
+        if t.numel() != gw.len() {
+            let p = r.c.fp();
+            gw = vec![p.sum(&gw); t.numel()];
+        }
+        out.insert(
+            "sample_weight".into(),
+            Tensor::from_f64(r.c.dtype, t.shape().to_vec(), gw)
+                .map_err(|e| CallError::shape(e.0))?,
+        );
+    }
+    if let Ok(t) = a.tensor("y_true") {
+        out.insert("y_true".into(), zeros_like(t));
+    }
+    Ok(out)
 }
 
 /// `tf.cast(float, int32)`: truncation; NaN and out-of-range values become `i32::MIN`.

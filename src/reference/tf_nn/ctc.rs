@@ -18,13 +18,15 @@
 
 use super::nd::Fp;
 use super::read_name;
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
+use crate::reference::gradient::Backward;
+use crate::reference::GradientKernel;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[("tf.nn.ctc_loss", ctc_loss_backward)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("tf.nn.ctc_loss", ctc_loss)];
@@ -136,6 +138,149 @@ pub(crate) fn log_0() -> f64 {
     DType::Float32.round(1e-307f64.ln())
 }
 
+/// The state model `ctc_loss_and_grad` builds for one sequence: the final-state vector, the
+/// logged transition counts and the observed state log-probabilities of every frame.
+struct StateModel {
+    /// Number of label states (`S + 1`, state 0 being the start); `2 * nls` states in all.
+    nls: usize,
+    /// Final-state log-probabilities: 0 at label state L and blank state L, log_0 elsewhere
+    /// (everywhere when L is outside [0, S]).
+    fin: Vec<f64>,
+    /// `trans[i][j]`: log of the number of transitions i -> j.
+    trans: Vec<Vec<f64>>,
+    /// `obs[t][j]`: -inf for the start state, `sum(lp * one_hot(label))` for label states (0 for
+    /// a label outside [0, C), NaN if any lp is infinite), `lp[0]` for blank states.
+    obs: Vec<Vec<f64>>,
+}
+
+impl StateModel {
+    fn new(lp: &[Vec<f64>], labels: &[i64], label_length: i64) -> StateModel {
+        let p = Fp(DType::Float32);
+        let s_max = labels.len();
+        let nls = s_max + 1;
+        let ns = 2 * nls;
+        let log0 = log_0();
+        let fin: Vec<f64> = (0..ns)
+            .map(|i| {
+                let k = (i % nls) as i64;
+                if k == label_length {
+                    0.0
+                } else {
+                    log0
+                }
+            })
+            .collect();
+        // Transitions i -> j, counted as `scatter_nd` adds duplicate indices, then logged: self
+        // loops, start -> label 1 (the blank state 0 when S = 0, which `label_to_blank` also
+        // adds: a weight of 2), label k -> blank k, blank k -> label k + 1, label k -> label
+        // k + 1 (k >= 1) unless the labels repeat.
+        let mut count = vec![vec![0.0f64; ns]; ns];
+        for (i, row) in count.iter_mut().enumerate() {
+            row[i] += 1.0;
+        }
+        count[0][1] += 1.0;
+        for k in 0..nls {
+            count[k][nls + k] += 1.0;
+            if k + 1 < nls {
+                count[nls + k][k + 1] += 1.0;
+            }
+            if k >= 1 && k + 1 < nls && labels[k - 1] != labels[k] {
+                count[k][k + 1] += 1.0;
+            }
+        }
+        let trans = count
+            .iter()
+            .map(|row| row.iter().map(|&n| p.ln(n)).collect())
+            .collect();
+        let obs = lp
+            .iter()
+            .map(|row| {
+                let c = row.len();
+                (0..ns)
+                    .map(|j| {
+                        if j == 0 {
+                            f64::NEG_INFINITY
+                        } else if j < nls {
+                            let l = labels[j - 1];
+                            let terms: Vec<f64> = (0..c)
+                                .map(|k| p.r(row[k] * if k as i64 == l { 1.0 } else { 0.0 }))
+                                .collect();
+                            p.sum(&terms)
+                        } else {
+                            row[0]
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        StateModel {
+            nls,
+            fin,
+            trans,
+            obs,
+        }
+    }
+
+    /// `_forward_backward_log`'s backward scan: `bwd[t]` for `t` in `0..=T` (`bwd[T]` is the
+    /// final-state vector) and the running sum of the normalisers. Frames at or beyond
+    /// `logit_length` reset the state to the final-state vector.
+    fn backward(&self, logit_length: f64) -> (Vec<Vec<f64>>, f64) {
+        let p = Fp(DType::Float32);
+        let ns = self.fin.len();
+        let frames = self.obs.len();
+        let mut bwd = vec![self.fin.clone(); frames + 1];
+        let mut cum = 0.0f64;
+        for t in (0..frames).rev() {
+            let state = &bwd[t + 1];
+            let s: Vec<f64> = (0..ns).map(|j| p.r(state[j] + self.obs[t][j])).collect();
+            let mut s2: Vec<f64> = (0..ns)
+                .map(|i| {
+                    let v: Vec<f64> = (0..ns).map(|j| p.r(s[j] + self.trans[i][j])).collect();
+                    tf_lse(p, &v)
+                })
+                .collect();
+            let norm = tf_lse(p, &s2);
+            for x in s2.iter_mut() {
+                *x = p.r(*x - norm);
+            }
+            let mask = if (t as f64) < logit_length { 1.0 } else { 0.0 };
+            cum = p.r(cum + p.r(norm * mask));
+            bwd[t] = s2
+                .iter()
+                .zip(&self.fin)
+                .map(|(&x, &f)| p.r(p.r(x * mask) + p.r(f * (1.0 - mask))))
+                .collect();
+        }
+        (bwd, cum)
+    }
+
+    /// `_forward_backward_log`'s forward scan from the initial state (0 at the start state,
+    /// log_0 elsewhere), normalised at every frame and never masked: `fwd[t]` for `t` in
+    /// `1..=T` (index 0 is the initial state).
+    fn forward(&self) -> Vec<Vec<f64>> {
+        let p = Fp(DType::Float32);
+        let ns = self.fin.len();
+        let mut init = vec![log_0(); ns];
+        init[0] = 0.0;
+        let mut fwd = vec![init];
+        for obs in &self.obs {
+            let state = fwd.last().expect("non-empty");
+            let mut next: Vec<f64> = (0..ns)
+                .map(|i| {
+                    let v: Vec<f64> = (0..ns).map(|j| p.r(state[j] + self.trans[j][i])).collect();
+                    p.r(tf_lse(p, &v) + obs[i])
+                })
+                .collect();
+            let norm = tf_lse(p, &next);
+            for x in next.iter_mut() {
+                *x = p.r(*x - norm);
+            }
+            fwd.push(next);
+        }
+        fwd
+    }
+}
+
 /// One sequence of `ctc_loss_and_grad`'s loss: `lp[t]` are the float32 log-softmax rows of the
 /// frames (all `T` of them, classes already rotated so the blank is class 0), `labels` the padded
 /// row (already shifted for the blank), `label_length` and `logit_length` as given.
@@ -146,85 +291,73 @@ pub(crate) fn tf_sequence_loss(
     logit_length: f64,
 ) -> f64 {
     let p = Fp(DType::Float32);
-    let s_max = labels.len();
-    let nls = s_max + 1; // label states, state 0 being the start
+    let (bwd, cum) = StateModel::new(lp, labels, label_length).backward(logit_length);
+    -p.r(bwd[0][0] + cum)
+}
+
+/// One sequence of `ctc_loss_and_grad`'s gradient w.r.t. the (rotated) logits, before the
+/// multiplication by the incoming gradient: `exp(lp) - exp(olabel)` times the frame mask, where
+/// `olabel` sums (log-sum-exp) the normalised state posteriors `fwd[t + 1] + bwd[t + 1]` of the
+/// states that emit each class (`_state_to_olabel`: label states through a `one_hot` of
+/// `labels - 1` with `log(0)` off, so a label outside `[1, C)` or a padding 0 emits nothing;
+/// every blank state for class 0). All in float32, op by op.
+///
+/// This is TensorFlow's own formula, not the derivative of its loss: an infeasible sequence
+/// (whose loss is the large finite `-log_0` floor) still gets the posterior of the log_0-floored
+/// alignments, a finite gradient; masked frames (`t >= logit_length`) get 0, except that the mask
+/// multiplies, so a NaN there stays NaN.
+pub(crate) fn tf_sequence_grad(
+    lp: &[Vec<f64>],
+    labels: &[i64],
+    label_length: i64,
+    logit_length: f64,
+) -> Vec<Vec<f64>> {
+    let p = Fp(DType::Float32);
+    let model = StateModel::new(lp, labels, label_length);
+    let (bwd, _) = model.backward(logit_length);
+    let fwd = model.forward();
+    let nls = model.nls;
     let ns = 2 * nls;
-    let log0 = log_0();
-    // Final-state log-probabilities: 0 at label state L and blank state L, log_0 elsewhere
-    // (everywhere when L is outside [0, S]).
-    let fin: Vec<f64> = (0..ns)
-        .map(|i| {
-            let k = (i % nls) as i64;
-            if k == label_length {
+    let c = lp.first().map_or(0, |r| r.len());
+    (0..lp.len())
+        .map(|t| {
+            let mut fb: Vec<f64> = (0..ns)
+                .map(|k| p.r(fwd[t + 1][k] + bwd[t + 1][k]))
+                .collect();
+            let total = tf_lse(p, &fb);
+            let log_mask = if (t as f64) < logit_length {
                 0.0
             } else {
-                log0
-            }
-        })
-        .collect();
-    // Transitions i -> j, counted as `scatter_nd` adds duplicate indices, then logged: self
-    // loops, start -> label 1 (the blank state 0 when S = 0, which `label_to_blank` also adds:
-    // a weight of 2), label k -> blank k, blank k -> label k + 1, label k -> label k + 1
-    // (k >= 1) unless the labels repeat.
-    let mut count = vec![vec![0.0f64; ns]; ns];
-    for (i, row) in count.iter_mut().enumerate() {
-        row[i] += 1.0;
-    }
-    count[0][1] += 1.0;
-    for k in 0..nls {
-        count[k][nls + k] += 1.0;
-        if k + 1 < nls {
-            count[nls + k][k + 1] += 1.0;
-        }
-        if k >= 1 && k + 1 < nls && labels[k - 1] != labels[k] {
-            count[k][k + 1] += 1.0;
-        }
-    }
-    let trans: Vec<Vec<f64>> = count
-        .iter()
-        .map(|row| row.iter().map(|&n| p.ln(n)).collect())
-        .collect();
-    let c = lp.first().map_or(0, |r| r.len());
-    let mut state = fin.clone();
-    let mut cum = 0.0f64;
-    for t in (0..lp.len()).rev() {
-        let row = &lp[t];
-        // Observed state log-probabilities: -inf for the start state, sum(lp * one_hot(label))
-        // for label states (0 for a label outside [0, C), NaN if any lp is infinite), lp[0] for
-        // blank states.
-        let obs = |j: usize| -> f64 {
-            if j == 0 {
                 f64::NEG_INFINITY
-            } else if j < nls {
-                let l = labels[j - 1];
-                let terms: Vec<f64> = (0..c)
-                    .map(|k| p.r(row[k] * if k as i64 == l { 1.0 } else { 0.0 }))
-                    .collect();
-                p.sum(&terms)
-            } else {
-                row[0]
+            };
+            for x in fb.iter_mut() {
+                *x = p.r(p.r(*x - total) + log_mask);
             }
-        };
-        let s: Vec<f64> = (0..ns).map(|j| p.r(state[j] + obs(j))).collect();
-        let mut s2: Vec<f64> = (0..ns)
-            .map(|i| {
-                let v: Vec<f64> = (0..ns).map(|j| p.r(s[j] + trans[i][j])).collect();
-                tf_lse(p, &v)
-            })
-            .collect();
-        let norm = tf_lse(p, &s2);
-        for x in s2.iter_mut() {
-            *x = p.r(*x - norm);
-        }
-        let mask = if (t as f64) < logit_length { 1.0 } else { 0.0 };
-        cum = p.r(cum + p.r(norm * mask));
-        state = s2
-            .iter()
-            .zip(&fin)
-            .map(|(&x, &f)| p.r(p.r(x * mask) + p.r(f * (1.0 - mask))))
-            .collect();
-    }
-    -p.r(state[0] + cum)
+            let mask = if log_mask == 0.0 { 1.0 } else { 0.0 };
+            (0..c)
+                .map(|k| {
+                    let olabel = if k == 0 {
+                        tf_lse(p, &fb[nls..])
+                    } else {
+                        let v: Vec<f64> = labels
+                            .iter()
+                            .enumerate()
+                            .map(|(s, &l)| {
+                                let off = if l - 1 == k as i64 - 1 && (1..c as i64).contains(&l) {
+                                    0.0
+                                } else {
+                                    f64::NEG_INFINITY
+                                };
+                                p.r(fb[1 + s] + off)
+                            })
+                            .collect();
+                        tf_lse(p, &v)
+                    };
+                    p.r(p.r(p.exp(lp[t][k]) - p.exp(olabel)) * mask)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The `unique` argument: only its default can cross the wire.
@@ -297,6 +430,34 @@ pub(crate) fn ctc_loss_dense(
     logits_time_major: bool,
     blank_index: i64,
 ) -> Result<Vec<f64>, CallError> {
+    let lengths = (label_length, logit_length);
+    ctc_dense(
+        labels,
+        logits,
+        lengths,
+        logits_time_major,
+        blank_index,
+        None,
+    )
+    .map(|(l, _)| l)
+}
+
+/// The label and logit lengths as [`read_lengths`] gives them.
+pub(crate) type Lengths = ((Vec<usize>, DType, Vec<f64>), (Vec<usize>, DType, Vec<f64>));
+
+/// `ctc_loss_dense` and, given `grad_loss` (one float32 value per sequence), the gradient of
+/// `sum(grad_loss * loss)` w.r.t. the logits in their own layout, in float32 (as `f64`): the
+/// `custom_gradient` of `compute_ctc_loss`, `reshape(grad_loss, [1, -1, 1]) * grad` with
+/// [`tf_sequence_grad`], taken back through the blank rotation (`concat` of slices) and the
+/// transpose. Empty when `grad_loss` is `None`.
+pub(crate) fn ctc_dense(
+    labels: &Tensor,
+    logits: &Tensor,
+    (label_length, logit_length): Lengths,
+    logits_time_major: bool,
+    blank_index: i64,
+    grad_loss: Option<&[f64]>,
+) -> Result<(Vec<f64>, Vec<f64>), CallError> {
     let p = Fp(DType::Float32);
     let shape = logits.shape().to_vec();
     if !logits_time_major && shape.len() != 3 {
@@ -386,13 +547,18 @@ pub(crate) fn ctc_loss_dense(
             .collect()
     };
     let x = logits.to_f64_vec();
-    let at = |bi: usize, t: usize, k: usize| -> f64 {
-        let idx = if logits_time_major {
+    let index = |bi: usize, t: usize, k: usize| -> usize {
+        if logits_time_major {
             (t * n + bi) * c + k
         } else {
             (bi * t_len + t) * c + k
-        };
-        p.r(x[idx])
+        }
+    };
+    let at = |bi: usize, t: usize, k: usize| -> f64 { p.r(x[index(bi, t, k)]) };
+    let mut grad = if grad_loss.is_some() {
+        vec![0.0; x.len()]
+    } else {
+        Vec::new()
     };
     let raw_labels = labels.to_f64_vec();
     let mut out = Vec::with_capacity(n);
@@ -418,8 +584,17 @@ pub(crate) fn ctc_loss_dense(
         let ll = label_length.2[bi] as i64;
         let gl = logit_length.2[if nb_logit_len == 1 { 0 } else { bi }].trunc();
         out.push(tf_sequence_loss(&lp, &row, ll, gl));
+        if let Some(g) = grad_loss {
+            let rows = tf_sequence_grad(&lp, &row, ll, gl);
+            for (t, r) in rows.iter().enumerate() {
+                for (&k, &v) in cols.iter().zip(r) {
+                    let idx = index(bi, t, k);
+                    grad[idx] = p.r(grad[idx] + p.r(g[bi] * v));
+                }
+            }
+        }
     }
-    Ok(out)
+    Ok((out, grad))
 }
 
 fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
@@ -453,6 +628,35 @@ fn ctc_loss(a: &Args) -> Result<Tensor, CallError> {
     let n = loss.len();
     Tensor::from_f64(logits.dtype(), vec![n], loss)
         .map_err(|e| CallError::shape(format!("tf.nn.ctc_loss: {e}")))
+}
+
+/// `tf.nn.ctc_loss`'s gradient w.r.t. the logits: [`ctc_dense`]'s, with the incoming gradient
+/// cast to float32 (float16/bfloat16 logits are cast to float32 by the wrapper, so their
+/// gradient is cast back; float64 logits fail in the forward). `labels` and the lengths are
+/// integers and have no gradient.
+fn ctc_loss_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let labels = a.tensor("labels")?;
+    let logits = a.tensor("logits")?;
+    let lengths = (
+        read_lengths(a, "label_length")?,
+        read_lengths(a, "logit_length")?,
+    );
+    let time_major = a.bool_or("logits_time_major", true)?;
+    let blank = a.opt_i64("blank_index", None)?.unwrap_or(0);
+    let g: Vec<f64> = b
+        .grad_output
+        .to_f64_vec()
+        .iter()
+        .map(|&v| DType::Float32.round(v))
+        .collect();
+    let (_, grad) = ctc_dense(labels, logits, lengths, time_major, blank, Some(&g))?;
+    let mut out = Gradients::new();
+    out.insert(
+        "logits".into(),
+        Tensor::from_f64(DType::Float32, logits.shape().to_vec(), grad)
+            .map_err(|e| CallError::shape(e.0))?,
+    );
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -614,5 +818,52 @@ mod tests {
         assert!(matches!(call(a.clone()), Outcome::Error(e) if e.kind == ErrorKind::Shape));
         a[0].1 = t(DType::Int32, &[2], &[1.0, 2.0]);
         assert!(matches!(call(a), Outcome::Error(e) if e.kind == ErrorKind::Shape));
+    }
+
+    fn grad_of(args: Vec<(&str, Value)>, g: &[f64]) -> Vec<f64> {
+        let call = Call {
+            api: "tf.nn.ctc_loss".into(),
+            args: args.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        let go = Tensor::from_f64(DType::Float32, vec![g.len()], g.to_vec()).unwrap();
+        match Reference.backward(&call, &["logits".to_string()], Some(&go)) {
+            Outcome::Value(mut m) => m.remove("logits").unwrap().to_f64_vec(),
+            other => panic!("expected gradients, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn feasible_gradient_is_the_derivative_of_the_loss() {
+        // TensorFlow's posterior formula against central differences of the forward, for a
+        // batch-major pair with a repeat, a blank_index of -1 and a short logit length (whose
+        // masked frames get exactly 0).
+        let (n, tn, c) = (2, 5, 4);
+        let x = logits(n * tn * c, 11);
+        let labels = [1.0, 1.0, 2.0, 0.0];
+        let make = |x: &[f64]| {
+            let mut a = args(x, &[n, tn, c], &labels, 2, &[2, 1], &[5, 4]);
+            a.push(("logits_time_major", Value::Bool(false)));
+            a.push(("blank_index", Value::Int(-1)));
+            a
+        };
+        let g = [0.5, -1.0];
+        let grad = grad_of(make(&x), &g);
+        let loss = |x: &[f64]| -> f64 {
+            let v = value(call(make(x)));
+            v.iter().zip(&g).map(|(l, g)| l * g).sum()
+        };
+        for (i, &want) in grad.iter().enumerate() {
+            let (b, t) = (i / (tn * c), (i / c) % tn);
+            if b == 1 && t >= 4 {
+                assert_eq!(want, 0.0, "masked frame {i}");
+                continue;
+            }
+            let h = 1.0 / 64.0;
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[i] += h;
+            down[i] -= h;
+            let fd = (loss(&up) - loss(&down)) / (2.0 * h);
+            assert!((fd - want).abs() <= 2e-3, "element {i}: {want} vs {fd}");
+        }
     }
 }

@@ -15,13 +15,15 @@ use super::nd::Fp;
 use super::poisson::flush;
 use super::read_name;
 use crate::backend::CallError;
+use crate::backend::Gradients;
+use crate::reference::gradient::Backward;
 use crate::reference::numeric;
+use crate::reference::GradientKernel;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[("tf.nn.l2_loss", l2_loss_backward)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("tf.nn.l2_loss", l2_loss)];
@@ -42,6 +44,26 @@ fn l2_loss(a: &Args) -> Result<Tensor, CallError> {
         .map(|x| flush(dt, p.r(flush(dt, x * x) * 0.5)))
         .collect();
     Ok(Tensor::scalar(dt, eigen_sum(p, &halves)))
+}
+
+/// `nn_grad._L2LossGrad`: `t * grad`, one multiplication in the input dtype (so the gradient of
+/// a float16 `t = 300`, whose loss overflowed to inf, is the finite `300 g`).
+fn l2_loss_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let t = a.tensor("t")?;
+    let dt = t.dtype();
+    let p = Fp(dt);
+    let g = b.grad_output.to_f64_vec()[0];
+    let grad: Vec<f64> = t
+        .to_f64_vec()
+        .into_iter()
+        .map(|x| flush(dt, p.r(x * g)))
+        .collect();
+    let mut out = Gradients::new();
+    out.insert(
+        "t".into(),
+        Tensor::from_f64(dt, t.shape().to_vec(), grad).map_err(|e| CallError::shape(e.0))?,
+    );
+    Ok(out)
 }
 
 /// Eigen's own `.sum()` of one run of terms in working precision `p`, on one CPU thread (the

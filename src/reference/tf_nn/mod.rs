@@ -13,10 +13,12 @@ pub mod poisson;
 pub mod weighted;
 
 use super::{Args, Kernel};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
+use crate::reference::gradient::Backward;
+use crate::reference::GradientKernel;
 use crate::tensor::{DType, Tensor};
 use nd::{Fp, Nd};
-use crate::reference::GradientKernel;
 
 /// Every gradient table of this framework: one per kernel module.
 pub const GRADIENT_TABLES: &[&[(&str, GradientKernel)]] = &[
@@ -53,7 +55,33 @@ pub const KERNELS: &[(&str, Kernel)] = &[
 ];
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    (
+        "tf.nn.sigmoid_cross_entropy_with_logits",
+        sigmoid_cross_entropy_with_logits_backward,
+    ),
+    (
+        "tf.nn.softmax_cross_entropy_with_logits",
+        softmax_cross_entropy_with_logits_backward,
+    ),
+    (
+        "tf.nn.sparse_softmax_cross_entropy_with_logits",
+        sparse_softmax_cross_entropy_with_logits_backward,
+    ),
+];
+
+/// TensorFlow's `AddN` of the gradient contributions one tensor received, in the order the
+/// eager tape produced them: `((a + b) + c) + ...`, each addition rounded to `p` (Eigen's
+/// half-precision sums round after every addition, so the order shows in float16/bfloat16).
+///
+/// The tape keeps ready ops in a queue (`op_stack.insert(begin)`, `pop_back`): the gradient
+/// functions run breadth-first from the loss, inputs of one op in argument order. Each backward
+/// kernel below lists its contributions in that order; measured on float16 against TF 2.21.
+pub(crate) fn add_n(p: Fp, terms: &[f64]) -> f64 {
+    let mut it = terms.iter();
+    let first = it.next().copied().unwrap_or(0.0);
+    it.fold(first, |acc, &x| p.r(acc + x))
+}
 
 /// Checks for unknown arguments first (Python's `TypeError` comes before anything runs), then
 /// reads the op's `name`: TensorFlow only uses it for the graph name scope.
@@ -125,6 +153,43 @@ fn sigmoid_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
     Ok(out.to_tensor(dt))
 }
 
+/// The gradient of the composite `relu(x) - x * z + log1p(exp(where(x >= 0, -x, x)))`, op by op
+/// in the logits' dtype as TensorFlow's registered gradients compute it (`Select`, `Mul`, `Sub`,
+/// `Log1p`: `g * reciprocal(1 + e)`, `Exp`: `g * e`, `Neg`), summed in tape order:
+/// `d logits = relu + (-g * z) + else-branch + (-neg-branch)`, `d labels = x * -g`.
+/// At `x = 0` both the relu and the `-x` branch take the `x >= 0` side: `g - g z - g/2`.
+fn sigmoid_cross_entropy_with_logits_backward(
+    a: &Args,
+    b: &Backward,
+) -> Result<Gradients, CallError> {
+    let labels = a.tensor("labels")?;
+    let logits = a.tensor("logits")?;
+    let dt = logits.dtype();
+    let p = Fp(dt);
+    let g = b.grad_output.to_f64_vec();
+    let z = labels.to_f64_vec();
+    let x = logits.to_f64_vec();
+    let mut gx = Vec::with_capacity(x.len());
+    let mut gz = Vec::with_capacity(x.len());
+    for ((&x, &z), &g) in x.iter().zip(&z).zip(&g) {
+        let ge = x >= 0.0;
+        let neg_abs = if ge { -x } else { x };
+        let e = p.exp(neg_abs);
+        let g_e = p.r(g * p.r(1.0 / p.r(1.0 + e)));
+        let g_n = p.r(g_e * e);
+        let relu = if ge { g } else { 0.0 };
+        let mul = p.r(-g * z);
+        let (els, neg) = if ge { (0.0, -g_n) } else { (g_n, 0.0) };
+        gx.push(add_n(p, &[relu, mul, els, neg]));
+        gz.push(p.r(x * -g));
+    }
+    let mut out = Gradients::new();
+    let shape = logits.shape().to_vec();
+    out.insert("logits".into(), Nd::new(shape.clone(), gx).to_tensor(dt));
+    out.insert("labels".into(), Nd::new(shape, gz).to_tensor(dt));
+    Ok(out)
+}
+
 /// The `SoftmaxCrossEntropyWithLogits` kernel on 2-D inputs in precision `p`; rows of `labels`
 /// and `logits` already broadcast to the same `(n, c)`.
 /// `c` must be positive.
@@ -157,14 +222,27 @@ fn shifted_lse(p: Fp, x: &[f64]) -> (Vec<f64>, f64) {
     (shifted, lse)
 }
 
-/// `tf.nn.softmax_cross_entropy_with_logits(labels, logits, axis)` on arrays: labels are cast to
-/// the logits' working dtype; the result has the logits' dtype. Used by Keras' categorical
-/// cross-entropy with `from_logits=True`.
-pub(crate) fn softmax_xent(
-    labels: &Tensor,
-    logits: &Tensor,
-    axis: i64,
-) -> Result<Tensor, CallError> {
+/// The inputs of the `SoftmaxCrossEntropyWithLogits` op as the Python wrapper prepares them:
+/// cast to the working dtype, the class axis moved to the end, flattened to 2-D and broadcast.
+struct SoftmaxRows {
+    /// float32 for float16/bfloat16 logits (the wrapper casts), else the logits' dtype.
+    work: DType,
+    /// Labels and logits, `(n, c)` row-major after broadcasting.
+    z: Vec<f64>,
+    x: Vec<f64>,
+    n: usize,
+    c: usize,
+    /// The labels' and logits' flattened `(rows, classes)` before broadcasting.
+    labels_2d: (usize, usize),
+    logits_2d: (usize, usize),
+    /// Shapes after moving the class axis to the end (before flattening).
+    labels_moved: Vec<usize>,
+    logits_moved: Vec<usize>,
+    /// The loss shape: the moved logits' shape without its last axis.
+    out_shape: Vec<usize>,
+}
+
+fn softmax_rows(labels: &Tensor, logits: &Tensor, axis: i64) -> Result<SoftmaxRows, CallError> {
     let op = "softmax_cross_entropy_with_logits";
     let out_dt = logits.dtype();
     let work = match out_dt {
@@ -217,15 +295,130 @@ pub(crate) fn softmax_xent(
             "{op}: input to reshape is a tensor with {n} values, but the requested shape is {out_shape:?}"
         )));
     }
+    let (labels_moved, logits_moved) = (z.shape.clone(), x.shape.clone());
     let zb = Nd::new(vec![nz, cz], z.data).broadcast_to(&[n, c]);
     let xb = Nd::new(vec![nx, cx], x.data).broadcast_to(&[n, c]);
+    Ok(SoftmaxRows {
+        work,
+        z: zb.data,
+        x: xb.data,
+        n,
+        c,
+        labels_2d: (nz, cz),
+        logits_2d: (nx, cx),
+        labels_moved,
+        logits_moved,
+        out_shape,
+    })
+}
+
+/// `tf.nn.softmax_cross_entropy_with_logits(labels, logits, axis)` on arrays: labels are cast to
+/// the logits' working dtype; the result has the logits' dtype. Used by Keras' categorical
+/// cross-entropy with `from_logits=True`.
+pub(crate) fn softmax_xent(
+    labels: &Tensor,
+    logits: &Tensor,
+    axis: i64,
+) -> Result<Tensor, CallError> {
+    let r = softmax_rows(labels, logits, axis)?;
     // No classes: log(0) = -inf is never used, every row sums zero terms.
-    let cost = if c == 0 {
-        vec![0.0; n]
+    let cost = if r.c == 0 {
+        vec![0.0; r.n]
     } else {
-        softmax_xent_rows(Fp(work), &zb.data, &xb.data, c)
+        softmax_xent_rows(Fp(r.work), &r.z, &r.x, r.c)
     };
-    Ok(Nd::new(out_shape, cost).to_tensor(out_dt))
+    Ok(Nd::new(r.out_shape, cost).to_tensor(logits.dtype()))
+}
+
+/// Undoes `_move_dim_to_end`: the last axis of `a` goes back to position `axis` (`-1`: stays).
+fn move_end_to_axis(a: Nd, axis: i64) -> Nd {
+    let r = a.rank();
+    if axis == -1 || axis as usize + 1 == r {
+        return a;
+    }
+    let axis = axis as usize;
+    let view = ndarray::ArrayViewD::from_shape(ndarray::IxDyn(&a.shape), &a.data)
+        .expect("Nd invariant: data length is the product of the shape");
+    // Moved position k holds original axis perm[k]; the inverse puts axis `axis` back.
+    let perm: Vec<usize> = (0..r).filter(|&i| i != axis).chain([axis]).collect();
+    let mut inv = vec![0; r];
+    for (k, &orig) in perm.iter().enumerate() {
+        inv[orig] = k;
+    }
+    let t = view.permuted_axes(ndarray::IxDyn(&inv));
+    Nd::new(t.shape().to_vec(), t.iter().copied().collect())
+}
+
+/// The gradient of `SoftmaxCrossEntropyWithLogits` as TensorFlow registers it
+/// (`nn_grad._SoftmaxCrossEntropyWithLogitsGrad`), in the working dtype (float32 for half
+/// inputs, which the wrapper casts):
+///
+/// - logits: `g * backprop`, where `backprop` is the op's second output, computed by the fused
+///   kernel (`xent_op.h`) as `exp(x - max) / sum(exp(x - max)) - labels`;
+/// - labels: `g * -log_softmax(logits)` (the `LogSoftmax` kernel: `(x - max) - log(sum)`),
+///   *not* the derivative of the forward formula's rounding.
+///
+/// Both have the broadcast `(rows, classes)` shape; a broadcast input then fails to reshape back
+/// (`Input to reshape is a tensor with 6 values, but the requested shape has 3`), as in
+/// TensorFlow. The gradients go back through the reshape and the axis transpose, then the cast
+/// rounds them to each argument's dtype.
+fn softmax_cross_entropy_with_logits_backward(
+    a: &Args,
+    b: &Backward,
+) -> Result<Gradients, CallError> {
+    let labels = a.tensor("labels")?;
+    let logits = a.tensor("logits")?;
+    let axis = a.opt_i64("axis", Some(-1))?.unwrap_or(-1);
+    let r = softmax_rows(labels, logits, axis)?;
+    let p = Fp(r.work);
+    let g: Vec<f64> = b.grad_output.to_f64_vec().iter().map(|&v| p.r(v)).collect();
+    let (mut gx, mut gz) = (vec![0.0; r.n * r.c], vec![0.0; r.n * r.c]);
+    if r.c > 0 {
+        for (i, x) in r.x.chunks(r.c).enumerate() {
+            let m = if x.iter().any(|v| v.is_nan()) {
+                f64::NAN
+            } else {
+                x.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            };
+            let shifted: Vec<f64> = x.iter().map(|&v| p.r(v - m)).collect();
+            let e: Vec<f64> = shifted.iter().map(|&s| p.exp(s)).collect();
+            let sum = p.sum(&e);
+            let log_sum = p.ln(sum);
+            for j in 0..r.c {
+                let k = i * r.c + j;
+                let backprop = p.r(p.r(e[j] / sum) - r.z[k]);
+                gx[k] = p.r(g[i] * backprop);
+                gz[k] = p.r(g[i] * -p.r(shifted[j] - log_sum));
+            }
+        }
+    }
+    // The op broadcasts its inputs, but their gradients go back through the reshape that
+    // flattened them, which fails for a broadcast input.
+    let reshape = |(rows, cols): (usize, usize)| {
+        if rows * cols != r.n * r.c {
+            return Err(CallError::shape(format!(
+                "Input to reshape is a tensor with {} values, but the requested shape has {}",
+                r.n * r.c,
+                rows * cols
+            )));
+        }
+        Ok(())
+    };
+    let mut out = Gradients::new();
+    if b.wants("logits") {
+        reshape(r.logits_2d)?;
+    }
+    if b.wants("labels") {
+        reshape(r.labels_2d)?;
+        let gz = move_end_to_axis(Nd::new(r.labels_moved.clone(), gz), axis);
+        out.insert("labels".into(), gz.to_tensor(r.work));
+    }
+    if !b.wants("logits") {
+        return Ok(out);
+    }
+    let gx = move_end_to_axis(Nd::new(r.logits_moved.clone(), gx), axis);
+    out.insert("logits".into(), gx.to_tensor(r.work));
+    Ok(out)
 }
 
 fn softmax_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
@@ -306,6 +499,51 @@ fn sparse_softmax_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallErro
     let dt = check_float(op, logits)?;
     let out = sparse_xent(&Nd::of(labels), &Nd::of(logits), dt)?;
     Ok(out.to_tensor(dt))
+}
+
+/// The gradient of `SparseSoftmaxCrossEntropyWithLogits` w.r.t. the logits
+/// (`nn_grad._SparseSoftmaxCrossEntropyWithLogitsGrad`): `g * backprop`, the op's second output,
+/// which `sparse_xent_op.h` computes as `exp(x - max) / sum(exp(x - max)) - (j == label)` in the
+/// working dtype (float32 for float16, which the wrapper casts; bfloat16 runs in bfloat16).
+/// The labels have no gradient.
+fn sparse_softmax_cross_entropy_with_logits_backward(
+    a: &Args,
+    b: &Backward,
+) -> Result<Gradients, CallError> {
+    let labels = a.tensor("labels")?.to_f64_vec();
+    let logits = a.tensor("logits")?;
+    let dt = logits.dtype();
+    let work = if dt == DType::Float16 {
+        DType::Float32
+    } else {
+        dt
+    };
+    let p = Fp(work);
+    let c = *logits.shape().last().expect("checked by the forward");
+    let g = b.grad_output.to_f64_vec();
+    let mut gx = Vec::with_capacity(logits.numel());
+    if c > 0 {
+        for ((&l, x), &g) in labels.iter().zip(logits.to_f64_vec().chunks(c)).zip(&g) {
+            let x: Vec<f64> = x.iter().map(|&v| p.r(v)).collect();
+            let m = if x.iter().any(|v| v.is_nan()) {
+                f64::NAN
+            } else {
+                x.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            };
+            let e: Vec<f64> = x.iter().map(|&v| p.exp(p.r(v - m))).collect();
+            let sum = p.sum(&e);
+            for (j, &e) in e.iter().enumerate() {
+                let one = if j as f64 == l { 1.0 } else { 0.0 };
+                gx.push(p.r(p.r(g) * p.r(p.r(e / sum) - one)));
+            }
+        }
+    }
+    let mut out = Gradients::new();
+    out.insert(
+        "logits".into(),
+        Nd::new(logits.shape().to_vec(), gx).to_tensor(work),
+    );
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -522,6 +760,52 @@ mod tests {
                 ],
             );
             assert_eq!(value(o).shape(), &[2]);
+        }
+    }
+
+    #[test]
+    fn softmax_gradients_follow_the_registered_formulas_along_any_axis() {
+        // nn_grad: d logits = g (softmax - labels), d labels = -g log_softmax (not zero, not
+        // the chain rule of the forward's rounding); with axis = 0 both go back through the
+        // transpose.
+        let logits: Vec<f64> = (0..6).map(|i| (i as f64 * 0.9).sin() * 3.0).collect();
+        let labels = [0.2, 0.5, 0.8, 0.5, 0.0, 0.0];
+        let call = Call {
+            api: "tf.nn.softmax_cross_entropy_with_logits".into(),
+            args: [
+                ("labels", t(DType::Float64, &[2, 3], &labels)),
+                ("logits", t(DType::Float64, &[2, 3], &logits)),
+                ("axis", Value::Int(0)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        };
+        let g = [0.5, -1.0, 2.0];
+        let go = crate::tensor::Tensor::from_f64(DType::Float64, vec![3], g.to_vec()).unwrap();
+        let wrt = ["labels".to_string(), "logits".to_string()];
+        let Outcome::Value(grads) = Reference.backward(&call, &wrt, Some(&go)) else {
+            panic!("expected gradients");
+        };
+        let (gz, gx) = (grads["labels"].to_f64_vec(), grads["logits"].to_f64_vec());
+        for col in 0..3 {
+            let (a, b) = (logits[col], logits[3 + col]);
+            let lse = a.max(b) + ((a - a.max(b)).exp() + (b - a.max(b)).exp()).ln();
+            for (row, x) in [(0, a), (1, b)] {
+                let k = row * 3 + col;
+                let want_x = g[col] * ((x - lse).exp() - labels[k]);
+                let want_z = -g[col] * (x - lse);
+                assert!(
+                    (gx[k] - want_x).abs() < 1e-12,
+                    "logits {k}: {} vs {want_x}",
+                    gx[k]
+                );
+                assert!(
+                    (gz[k] - want_z).abs() < 1e-12,
+                    "labels {k}: {} vs {want_z}",
+                    gz[k]
+                );
+            }
         }
     }
 }

@@ -13,16 +13,20 @@
 //! (PyTorch masks `targets <= 1` instead). TensorFlow's CPU threads flush subnormal results to
 //! zero, so `exp(-88)` in float32 is 0, not 6.05e-39 ([`flush`]).
 
+use super::add_n;
 use super::nd::{Fp, Nd};
 use super::read_name;
 use super::weighted::{float_kernel_error, mul_dtype_error};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
+use crate::reference::gradient::Backward;
+use crate::reference::GradientKernel;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] =
+    &[("tf.nn.log_poisson_loss", log_poisson_loss_backward)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("tf.nn.log_poisson_loss", log_poisson_loss)];
@@ -103,6 +107,60 @@ fn log_poisson_loss(a: &Args) -> Result<Tensor, CallError> {
     let c = Nd::of(log_input);
     let out = y.zip(&c, |y, c| element(p, y, c, full))?;
     Ok(out.to_tensor(dt))
+}
+
+/// The gradient of the composite, op by op in the inputs' dtype with TensorFlow's registered
+/// gradients (`Exp`: `g * exp(c)`, `Mul`, `Sub`, `Log`: `g * reciprocal(x)`, `SelectV2`),
+/// summed in tape order (see [`add_n`]):
+///
+/// - `d log_input = g * exp(c) + (-g) * y`;
+/// - `d targets = c * (-g)`, and with `compute_full_loss`, where `s = where(0 <= y <= 1, 0, g)`:
+///   `- s + s * log(y) + (y * s) / y + 2 pi * ((0.5 s) / (2 pi y))`.
+///
+/// `where` only masks the gradient, so the Stirling branch still multiplies: at `y = 0` the
+/// masked zero meets `log(0) = -inf` and `1 / 0`, and the targets gradient is NaN, as in
+/// TensorFlow.
+fn log_poisson_loss_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    let targets = a.tensor("targets")?;
+    let log_input = a.tensor("log_input")?;
+    let full = truthy(a, "compute_full_loss")?;
+    let dt = log_input.dtype();
+    let p = Fp(dt);
+    let f = |x: f64| flush(dt, x);
+    let g = b.grad_output.to_f64_vec();
+    let y = targets.to_f64_vec();
+    let c = log_input.to_f64_vec();
+    let two_pi = p.r(2.0 * std::f64::consts::PI);
+    let mut gc = Vec::with_capacity(c.len());
+    let mut gy = Vec::with_capacity(c.len());
+    for ((&y, &c), &g) in y.iter().zip(&c).zip(&g) {
+        let e = f(c.exp());
+        gc.push(add_n(p, &[f(p.r(g * e)), f(p.r(-g * y))]));
+        let from_product = f(p.r(c * -g));
+        if !full {
+            gy.push(from_product);
+            continue;
+        }
+        let s = if (0.0..=1.0).contains(&y) { 0.0 } else { g };
+        let log_y = f(p.ln(y));
+        let g_log2 = f(p.r(0.5 * s));
+        let mul2 = f(p.r(two_pi * y));
+        let g_mul2 = f(p.r(g_log2 * f(p.r(1.0 / mul2))));
+        let g_log_y = f(p.r(y * s));
+        let terms = [
+            from_product,
+            -s,
+            f(p.r(s * log_y)),
+            f(p.r(g_log_y * f(p.r(1.0 / y)))),
+            f(p.r(two_pi * g_mul2)),
+        ];
+        gy.push(f(add_n(p, &terms)));
+    }
+    let shape = log_input.shape().to_vec();
+    let mut out = Gradients::new();
+    out.insert("log_input".into(), Nd::new(shape.clone(), gc).to_tensor(dt));
+    out.insert("targets".into(), Nd::new(shape, gy).to_tensor(dt));
+    Ok(out)
 }
 
 #[cfg(test)]

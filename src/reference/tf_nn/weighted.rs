@@ -18,16 +18,22 @@
 //! labels' dtype; a tensor `pos_weight` must have the labels' dtype (`Mul` does not promote) and
 //! broadcasts against them, so the output has the broadcast shape.
 
+use super::add_n;
 use super::nd::{Fp, Nd};
 use super::poisson::flush;
 use super::read_name;
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
+use crate::reference::gradient::{sum_to_shape, Backward};
+use crate::reference::GradientKernel;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[(
+    "tf.nn.weighted_cross_entropy_with_logits",
+    weighted_cross_entropy_with_logits_backward,
+)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[(
@@ -147,6 +153,94 @@ fn weighted_cross_entropy_with_logits(a: &Args) -> Result<Tensor, CallError> {
     let weighted = log_weight.zip(&softplus, |w, s| p.r(w * s))?;
     let out = linear.zip(&weighted, |l, w| p.r(l + w))?;
     Ok(out.to_tensor(dt))
+}
+
+/// The gradient of the composite, op by op in the labels' dtype with TensorFlow's registered
+/// gradients, summed in tape order (see [`add_n`]). With `w = pos_weight - 1`,
+/// `lw = 1 + w z`, `sp = log1p(exp(-|x|)) + relu(-x)` and `e = exp(-|x|)`:
+///
+/// - `d logits = (1 - z) g + (-(relu'(-x) lw g)) + (-(lw g / (1 + e)) e) sign(x)`: `ReluGrad` multiplies
+///   the gradient by `-x > 0` and `Abs` multiplies by `sign(x)`, so at `x = 0` the
+///   softplus part contributes nothing and the gradient is `(1 - z) g` (the chain rule of
+///   softplus would give `(1 - z) g - lw g / 2`);
+/// - `d labels = -(g x) + w (g sp)`.
+///
+/// A tensor `pos_weight` that broadcasts the output beyond the labels' shape has its gradient
+/// summed back (`BroadcastGradientArgs`) before the labels' sum.
+fn weighted_cross_entropy_with_logits_backward(
+    a: &Args,
+    b: &Backward,
+) -> Result<Gradients, CallError> {
+    let labels = a.tensor("labels")?;
+    let logits = a.tensor("logits")?;
+    let dt = labels.dtype();
+    let p = Fp(dt);
+    let f = |x: f64| flush(dt, x);
+    let w = match read_pos_weight(a, dt)? {
+        PosWeight::Number(w) => Nd::scalar(p.r(w)),
+        PosWeight::Tensor(w) => w,
+    };
+    let z = Nd::of(labels);
+    let x = Nd::of(logits);
+    let g = Nd::of(b.grad_output);
+    let shape = g.shape.clone();
+    let zs = z.shape.clone();
+    // Gradients on the output's shape summed back to the labels' shape (`BroadcastGradientArgs`
+    // then `Sum`); the identity when nothing broadcast.
+    let reduce = |v: Vec<f64>| -> Result<Vec<f64>, CallError> {
+        if zs == shape {
+            return Ok(v);
+        }
+        let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v)
+            .map_err(|e| CallError::shape(e.to_string()))?;
+        Ok(sum_to_shape(arr, &zs)?.iter().map(|&s| p.r(s)).collect())
+    };
+    let softplus = |x: f64| {
+        let e = f((-x.abs()).exp());
+        let r = if -x > 0.0 { -x } else { 0.0 };
+        (e, r, p.r(f(e.ln_1p()) + r))
+    };
+    let (zb, xb, wb) = (
+        z.broadcast_to(&shape),
+        x.broadcast_to(&shape),
+        w.broadcast_to(&shape),
+    );
+    // Mul(lw, sp): g_sp = lw * g, g_lw = g * sp; Mul(w, z): d z = w * g_lw.
+    let mut g_sp = Vec::with_capacity(g.len());
+    let mut gz_weight = Vec::with_capacity(g.len());
+    for i in 0..g.len() {
+        let (z, x, w, g) = (zb.data[i], xb.data[i], wb.data[i], g.data[i]);
+        let lw = p.r(1.0 + p.r(w * z));
+        g_sp.push(f(p.r(lw * g)));
+        gz_weight.push(f(p.r(w * f(p.r(g * softplus(x).2)))));
+    }
+    let g_sp = reduce(g_sp)?;
+    let gz_weight = reduce(gz_weight)?;
+    let g_lin = reduce(g.data.clone())?;
+    let mut gx = Vec::with_capacity(z.len());
+    let mut gz = Vec::with_capacity(z.len());
+    for i in 0..z.len() {
+        let (zv, xv, g, g_sp) = (z.data[i], x.data[i], g_lin[i], g_sp[i]);
+        let (e, r, _) = softplus(xv);
+        // `ReluGrad` multiplies by `features > 0`: an infinite gradient gives NaN, not 0.
+        let g_nx = p.r(g_sp * if r > 0.0 { 1.0 } else { 0.0 });
+        let g_e = f(p.r(g_sp * f(p.r(1.0 / p.r(1.0 + e)))));
+        let g_na = f(p.r(g_e * e));
+        let sign = if xv > 0.0 {
+            1.0
+        } else if xv < 0.0 {
+            -1.0
+        } else {
+            xv
+        };
+        let om = p.r(1.0 - zv);
+        gx.push(f(add_n(p, &[f(p.r(om * g)), -g_nx, f(p.r(-g_na * sign))])));
+        gz.push(f(add_n(p, &[-f(p.r(g * xv)), gz_weight[i]])));
+    }
+    let mut out = Gradients::new();
+    out.insert("logits".into(), Nd::new(zs.clone(), gx).to_tensor(dt));
+    out.insert("labels".into(), Nd::new(zs, gz).to_tensor(dt));
+    Ok(out)
 }
 
 #[cfg(test)]
