@@ -25,7 +25,7 @@ use crate::reference::{Backward, GradientKernel};
 use crate::tensor::Tensor;
 use reduction::{
     collect, mean_axis_backward, only_known, py_float, reduce_to, reduce_weighted,
-    reduce_weighted_backward, squeeze_or_expand, Common, ReducedGrad,
+    reduce_weighted_backward, squeeze_or_expand, tf_mean, Common, ReducedGrad,
 };
 
 /// Every gradient table of this framework: one per kernel module.
@@ -180,9 +180,9 @@ fn elementwise_backward(
     let p = c.fp();
     let inp = Inputs::read(a, c)?;
     let terms = inp.y_true.zip(&inp.y_pred, f)?;
-    let values = mean_axis(p, &terms, Some(-1))?;
-    let red = inp.finish_backward(&values, None, c, b)?;
     let k = reduce_axis_index(&terms, -1)?;
+    let values = terms.reduce_axis(k, |f| tf_mean(p, f));
+    let red = inp.finish_backward(&values, None, c, b)?;
     let g_terms = mean_axis_backward(p, &terms.shape, k, &red.values);
     let t = inp.y_true.broadcast_to(&terms.shape);
     let y = inp.y_pred.broadcast_to(&terms.shape);
