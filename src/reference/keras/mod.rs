@@ -7,6 +7,7 @@
 
 pub mod circle;
 pub mod cosine;
+pub mod crossentropy_grad;
 pub mod ctc;
 pub mod focal;
 pub mod generalized;
@@ -74,6 +75,14 @@ pub const KERNELS: &[(&str, Kernel)] = &[
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
 pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    (
+        "tf.keras.losses.BinaryCrossentropy",
+        crossentropy_grad::binary_crossentropy_backward,
+    ),
+    (
+        "tf.keras.losses.CategoricalCrossentropy",
+        crossentropy_grad::categorical_crossentropy_backward,
+    ),
     ("tf.keras.losses.Huber", huber_backward),
     (
         "tf.keras.losses.MeanAbsoluteError",
@@ -82,6 +91,10 @@ pub const GRADIENTS: &[(&str, GradientKernel)] = &[
     (
         "tf.keras.losses.MeanSquaredError",
         mean_squared_error_backward,
+    ),
+    (
+        "tf.keras.losses.SparseCategoricalCrossentropy",
+        crossentropy_grad::sparse_categorical_crossentropy_backward,
     ),
 ];
 
