@@ -26,7 +26,7 @@ use crate::reference::{Backward, GradientKernel};
 use crate::tensor::Tensor;
 use reduction::{
     collect, mean_axis_backward, only_known, py_float, reduce_to, reduce_weighted,
-    reduce_weighted_backward, squeeze_or_expand, tf_mean, Common, ReducedGrad,
+    reduce_weighted_backward, squeeze_or_expand, tf_mean, tf_sum, Common, ReducedGrad,
 };
 
 /// Every gradient table of this framework: one per kernel module.
@@ -140,7 +140,7 @@ impl Inputs {
 }
 
 /// TensorFlow's `Sign`, the gradient of `Abs`: 0 at ±0, NaN for NaN.
-fn tf_sign(x: f64) -> f64 {
+pub(super) fn tf_sign(x: f64) -> f64 {
     if x == 0.0 || x.is_nan() {
         x
     } else {
@@ -180,13 +180,28 @@ fn elementwise(a: &Args, c: Common, f: impl Fn(f64, f64) -> f64) -> Result<Tenso
     inp.finish(values, None, c)
 }
 
-/// Backward of [`elementwise`]: `df(t, y, g)` is the gradient of one term `f(t, y)` with respect
-/// to `t` and `y` when the term's gradient is `g` (the per-op formulas of TF, rounded by the
-/// caller); terms are broadcast from the inputs, so the gradients are summed back.
-fn elementwise_backward(
+/// How an elementwise loss folds its terms along the last axis.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Fold {
+    /// `ops.mean(terms, axis=-1)`.
+    Mean,
+    /// `ops.sum(terms, axis=-1)`.
+    Sum,
+    /// `s * ops.mean(terms, axis=-1)` (MeanAbsolutePercentageError's `100.0 *`).
+    MeanTimes(f64),
+}
+
+/// Backward of an elementwise loss `fold(f(y_true, y_pred), axis=-1)`: `df(t, y, g)` is the
+/// gradient of one term `f(t, y)` with respect to `t` and `y` when the term's gradient is `g`
+/// (TF's per-op formulas, rounded by `df`). Terms and the fold run in `w` (the loss dtype, or
+/// float32 where a float32 constant promotes a float16 loss), the result is cast to the loss
+/// dtype; terms are broadcast from the inputs, so their gradients are summed back.
+pub(super) fn elementwise_backward(
     a: &Args,
     b: &Backward,
     c: Common,
+    w: Fp,
+    fold: Fold,
     f: impl Fn(f64, f64) -> f64,
     df: impl Fn(f64, f64, f64) -> (f64, f64),
 ) -> Result<Gradients, CallError> {
@@ -194,9 +209,24 @@ fn elementwise_backward(
     let inp = Inputs::read(a, c)?;
     let terms = inp.y_true.zip(&inp.y_pred, f)?;
     let k = reduce_axis_index(&terms, -1)?;
-    let values = terms.reduce_axis(k, |f| tf_mean(p, f));
+    let values = terms.reduce_axis(k, |x| match fold {
+        Fold::Mean => p.r(tf_mean(w, x)),
+        Fold::Sum => p.r(tf_sum(w, x)),
+        Fold::MeanTimes(s) => p.r(s * tf_mean(w, x)),
+    });
     let red = inp.finish_backward(&values, None, c, b)?;
-    let g_terms = mean_axis_backward(p, &terms.shape, k, &red.values);
+    let g_terms = match fold {
+        Fold::Mean => mean_axis_backward(w, &terms.shape, k, &red.values),
+        Fold::Sum => {
+            let mut kept = terms.shape.clone();
+            kept[k] = 1;
+            Nd::new(kept, red.values.data.clone()).broadcast_to(&terms.shape)
+        }
+        Fold::MeanTimes(s) => {
+            let g = red.values.map(|g| w.r(g * s));
+            mean_axis_backward(w, &terms.shape, k, &g)
+        }
+    };
     let t = inp.y_true.broadcast_to(&terms.shape);
     let y = inp.y_pred.broadcast_to(&terms.shape);
     let both: Vec<(f64, f64)> = (0..terms.len())
@@ -204,7 +234,7 @@ fn elementwise_backward(
         .collect();
     let part = |pick: fn(&(f64, f64)) -> f64, shape: &[usize]| {
         let g = Nd::new(terms.shape.clone(), both.iter().map(pick).collect());
-        reduce_to(p, g, shape)
+        reduce_to(w, g, shape).map(|g| g.map(|x| p.r(x)))
     };
     let g_true = part(|g| g.0, &inp.y_true.shape)?;
     let g_pred = part(|g| g.1, &inp.y_pred.shape)?;
@@ -245,7 +275,7 @@ fn mean_squared_error_backward(a: &Args, b: &Backward) -> Result<Gradients, Call
         let d = p.r(t - y);
         p.r(d * d)
     };
-    elementwise_backward(a, b, c, f, |t, y, g| {
+    elementwise_backward(a, b, c, p, Fold::Mean, f, |t, y, g| {
         let gd = p.r(g * p.r(2.0 * p.r(t - y)));
         (gd, -gd)
     })
@@ -260,6 +290,8 @@ fn mean_absolute_error_backward(a: &Args, b: &Backward) -> Result<Gradients, Cal
         a,
         b,
         c,
+        p,
+        Fold::Mean,
         |t, y| p.r(t - y).abs(),
         |t, y, g| {
             let gd = p.r(g * tf_sign(p.r(t - y)));
@@ -297,7 +329,7 @@ fn huber_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
     let p = c.fp();
     let delta = p.r(py_float(a, "delta", 1.0)?);
     let f = |t, y| huber_term(p, delta, t, y);
-    elementwise_backward(a, b, c, f, |t, y, g| {
+    elementwise_backward(a, b, c, p, Fold::Mean, f, |t, y, g| {
         let err = p.r(y - t);
         let (g_quad, g_lin) = if err.abs() <= delta {
             (g, 0.0)
