@@ -192,7 +192,7 @@ pub(super) fn categorical_crossentropy_backward(
     };
     let (z, x) = (fibres(&target), fibres(output));
     let n = *x.shape.last().expect("rank >= 1");
-    let rows = if n == 0 { 0 } else { x.len() / n };
+    let rows = x.len().checked_div(n).unwrap_or(0);
     // Per-row loss, then the reduction's gradient for it.
     let mut values = Vec::with_capacity(rows);
     let w = xent_work(c.dtype);
