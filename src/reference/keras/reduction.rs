@@ -421,3 +421,52 @@ pub fn collect(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `reduce_to` groups exactly the elements `sum_to_shape` adds (integers sum exactly in any
+    /// order), for leading axes, size-1 axes and both at once.
+    #[test]
+    fn reduce_to_groups_as_sum_to_shape() {
+        let p = Fp(DType::Float32);
+        let g = Nd::new(
+            vec![2, 3, 4],
+            (0..24).map(|i| f64::from(i * i % 7)).collect(),
+        );
+        for shape in [vec![3, 4], vec![2, 1, 4], vec![1, 3, 1], vec![4], vec![]] {
+            let a =
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&g.shape), g.data.clone()).unwrap();
+            let want: Vec<f64> = sum_to_shape(a, &shape).unwrap().iter().copied().collect();
+            assert_eq!(
+                reduce_to(p, g.clone(), &shape).unwrap().data,
+                want,
+                "{shape:?}"
+            );
+        }
+        assert!(reduce_to(p, g, &[5]).is_err());
+    }
+
+    /// A scalar weight under `mean_with_sample_weight` cancels: its gradient is the rounding
+    /// residue of float32 sums, which `tf_sum`'s order must reproduce (recorded by TensorFlow in
+    /// cases/mse_loss.gradients.yaml, `sample_weights/mean_with_sample_weight/sw_scalar`); the
+    /// trial checks the value, this checks the shape bookkeeping of a weight that broadcasts.
+    #[test]
+    fn weight_gradients_keep_the_weight_shape() {
+        let c = Common {
+            dtype: DType::Float32,
+            reduction: Reduction::MeanWithSampleWeight,
+        };
+        let values = Nd::new(vec![3], vec![1.0, 2.0, 3.0]);
+        for w in [
+            Nd::scalar(2.0),
+            Nd::new(vec![3], vec![1.0, 2.0, 0.5]),
+            Nd::new(vec![3, 1], vec![1.0, 2.0, 0.5]),
+        ] {
+            let r = reduce_weighted_backward(&values, Some(&w), None, c, &Nd::scalar(1.0)).unwrap();
+            assert_eq!(r.values.shape, values.shape);
+            assert_eq!(r.sample_weight.unwrap().shape, w.shape);
+        }
+    }
+}
