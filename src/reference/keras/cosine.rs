@@ -16,17 +16,22 @@
 //! bfloat16, `rsqrt` of a short tensor is not correctly rounded ([`rsqrt`]). `axis` is an
 //! integer, a list of integers, or None (every axis: one loss for the whole batch).
 
+use super::reduction::{collect, reduce_to, tf_sum};
 use super::reduction::{only_known, Common};
 use super::{Inputs, EPSILON};
+use crate::backend::Gradients;
 use crate::backend::{CallError, Value};
 use crate::reference::tf_nn::l2::reduce_sum;
 use crate::reference::tf_nn::nd::{canonical_axis, Fp, Nd};
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[(
+    "tf.keras.losses.CosineSimilarity",
+    cosine_similarity_backward,
+)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[("tf.keras.losses.CosineSimilarity", cosine_similarity)];
@@ -125,6 +130,109 @@ fn normalize(p: Fp, x: Nd, axes: Option<&[i64]>) -> Result<Nd, CallError> {
         })
         .collect();
     x.zip(&Nd::new(sums.shape.clone(), inv), |v, i| p.r(v * i))
+}
+
+/// Sums `x` by the groups of [`reduction_groups`] (TF's order: [`tf_sum`]).
+fn group_sums(p: Fp, x: &[f64], group: &[usize], n: usize) -> Vec<f64> {
+    let mut terms: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for (&g, &v) in group.iter().zip(x) {
+        terms[g].push(v);
+    }
+    terms.iter().map(|t| tf_sum(p, t)).collect()
+}
+
+/// The backward of [`normalize`]: `Mul` (`g * m` to `x`, the group sum of `g * x` to `m`),
+/// `Minimum` (the gradient reaches `rsqrt` where it is `<= 1 / epsilon`, ties included, not
+/// where the cap applies or for NaN), TF's `RsqrtGrad` kernel `-0.5 * (g * y) * (y * y)`
+/// (which is 0 for a zero gradient even where `y` is infinite), `Sum` and `Square` (`g * 2x`);
+/// `x` adds both paths. A 0-d `x` comes back as `(1,)`.
+fn normalize_backward(p: Fp, x: Nd, axes: Option<&[i64]>, g: &Nd) -> Result<Nd, CallError> {
+    let x = if x.rank() == 0 { x.expand(0) } else { x };
+    let squares = x.map(|v| p.r(v * v));
+    let cap = p.r(1.0 / EPSILON);
+    let sums = sum_keepdims(p, &squares, axes)?;
+    let (_, group) = reduction_groups(&x.shape, axes)?;
+    let vectorized = sums.len() / PACKET * PACKET;
+    let inv: Vec<f64> = (0..sums.len())
+        .map(|i| rsqrt(p, sums.data[i], i < vectorized))
+        .collect();
+    let m: Vec<f64> = inv
+        .iter()
+        .map(|&r| if r.is_nan() { r } else { r.min(cap) })
+        .collect();
+    let to_m: Vec<f64> = (0..x.len()).map(|i| p.r(g.data[i] * x.data[i])).collect();
+    let g_m = group_sums(p, &to_m, &group, sums.len());
+    let g_s: Vec<f64> = (0..sums.len())
+        .map(|k| {
+            let (r, gm) = (inv[k], g_m[k]);
+            let g_r = if r <= cap { gm } else { 0.0 };
+            // Eigen's rsqrt gradient returns 0 for a zero incoming gradient (no `0 * inf`).
+            if g_r == 0.0 {
+                0.0
+            } else {
+                p.r(p.r(-0.5 * p.r(g_r * r)) * p.r(r * r))
+            }
+        })
+        .collect();
+    let data = (0..x.len())
+        .map(|i| {
+            let k = group[i];
+            let direct = p.r(g.data[i] * m[k]);
+            p.r(direct + p.r(g_s[k] * p.r(2.0 * x.data[i])))
+        })
+        .collect();
+    Ok(Nd::new(x.shape.clone(), data))
+}
+
+/// `-sum(normalize(y_true) * normalize(y_pred), axis)`: `Neg`, `Sum` (broadcast back), the
+/// broadcast product, then [`normalize_backward`] for each input.
+fn cosine_similarity_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &["axis"])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let axes = read_axis(a)?;
+    let axes = axes.as_deref();
+    let inp = Inputs::read(a, c)?;
+    let y_pred = normalize(p, inp.y_pred.clone(), axes)?;
+    let y_true = normalize(p, inp.y_true.clone(), axes)?;
+    let prod = y_true.zip(&y_pred, |t, y| p.r(t * y))?;
+    let summed = sum_keepdims(p, &prod, axes)?;
+    let (kept, group) = reduction_groups(&prod.shape, axes)?;
+    let values = summed.map(|s| -s);
+    let values_shape = match axes {
+        None => vec![],
+        Some(_) => {
+            let mut reduced = vec![false; prod.rank()];
+            for &axis in axes.unwrap_or(&[]) {
+                if let Some(k) = canonical_axis(axis, prod.rank()) {
+                    reduced[k] = true;
+                }
+            }
+            kept.iter()
+                .zip(&reduced)
+                .filter(|(_, &r)| !r)
+                .map(|(&d, _)| d)
+                .collect()
+        }
+    };
+    let red = inp.finish_backward(&values.clone().reshape(values_shape), None, c, b)?;
+    let g_prod: Vec<f64> = group.iter().map(|&k| -red.values.data[k]).collect();
+    let g_prod = Nd::new(prod.shape.clone(), g_prod);
+    let tb = y_true.broadcast_to(&prod.shape);
+    let yb = y_pred.broadcast_to(&prod.shape);
+    let g_nt = reduce_to(p, g_prod.zip(&yb, |g, y| p.r(g * y))?, &y_true.shape)?;
+    let g_np = reduce_to(p, g_prod.zip(&tb, |g, t| p.r(g * t))?, &y_pred.shape)?;
+    let g_true = normalize_backward(p, inp.y_true.clone(), axes, &g_nt)?;
+    let g_pred = normalize_backward(p, inp.y_pred.clone(), axes, &g_np)?;
+    collect(
+        a,
+        b,
+        [
+            ("y_true", Some(g_true)),
+            ("y_pred", Some(g_pred)),
+            ("sample_weight", red.sample_weight),
+        ],
+    )
 }
 
 /// Lanes of Eigen's float16 / bfloat16 packets: elementwise ops evaluate the first

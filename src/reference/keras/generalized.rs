@@ -7,16 +7,21 @@
 //! broadcasts against `y_pred`, so `(N, 1)` labels give an `(N, N)` loss.
 
 use super::focal::tf_pow;
+use super::reduction::{collect, reduce_to, tf_sum};
 use super::reduction::{only_known, py_float, Common};
 use super::{cast_to_int64, Inputs};
 use crate::backend::CallError;
-use crate::reference::tf_nn::nd::Nd;
+use crate::backend::Gradients;
+use crate::reference::tf_nn::nd::{Fp, Nd};
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::Tensor;
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[(
+    "tf.keras.losses.CategoricalGeneralizedCrossEntropy",
+    categorical_generalized_cross_entropy_backward,
+)];
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[(
@@ -37,7 +42,16 @@ fn categorical_generalized_cross_entropy(a: &Args) -> Result<Tensor, CallError> 
     let p = c.fp();
     let q = p.r(q);
     let inp = Inputs::read(a, c)?;
-    let (labels, y) = (&inp.y_true, &inp.y_pred);
+    let (_, picked) = pick_true_class(p, &inp.y_true, &inp.y_pred)?;
+    let last = picked.rank() - 1;
+    let values = picked
+        .reduce_axis(last, |f| p.sum(f))
+        .map(|v| p.r(p.r(1.0 - tf_pow(p, v, q)) / q));
+    inp.finish(values, None, c)
+}
+
+/// The one-hot of the labels (cast to int64) and `y_pred * one_hot`, broadcast.
+fn pick_true_class(p: Fp, labels: &Nd, y: &Nd) -> Result<(Nd, Nd), CallError> {
     let Some(&n) = y.shape.last() else {
         return Err(CallError::shape(
             "tuple index out of range (y_pred.shape[-1] of a scalar)",
@@ -52,11 +66,45 @@ fn categorical_generalized_cross_entropy(a: &Args) -> Result<Tensor, CallError> 
     }
     let one_hot = Nd::new(shape, one_hot);
     let picked = y.zip(&one_hot, |v, h| p.r(v * h))?;
+    Ok((one_hot, picked))
+}
+
+/// `(1 - pow(p_true, q)) / q`: `RealDiv` by the constant `q`, `Sub`, TF's `Pow` gradient for a
+/// constant scalar exponent `g * q * pow(x, q - 1)` (infinite at `p_true = 0`, so an
+/// out-of-range label's row gets `inf * 0 = NaN` through the one-hot product), `Sum` and `Mul`.
+/// The labels go through an integer cast: no gradient.
+fn categorical_generalized_cross_entropy_backward(
+    a: &Args,
+    b: &Backward,
+) -> Result<Gradients, CallError> {
+    only_known(a, &["q"])?;
+    let q = py_float(a, "q", 0.5)?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let q = p.r(q);
+    let inp = Inputs::read(a, c)?;
+    let (one_hot, picked) = pick_true_class(p, &inp.y_true, &inp.y_pred)?;
     let last = picked.rank() - 1;
-    let values = picked
-        .reduce_axis(last, |f| p.sum(f))
-        .map(|v| p.r(p.r(1.0 - tf_pow(p, v, q)) / q));
-    inp.finish(values, None, c)
+    let true_p = picked.reduce_axis(last, |f| tf_sum(p, f));
+    let values = true_p.map(|v| p.r(p.r(1.0 - tf_pow(p, v, q)) / q));
+    let red = inp.finish_backward(&values, None, c, b)?;
+    let g_true_p = red.values.zip(&true_p, |g, v| {
+        let g_pow = -p.r(g / q);
+        p.r(p.r(g_pow * q) * tf_pow(p, v, p.r(q - 1.0)))
+    })?;
+    let g_picked = g_true_p.expand(last).broadcast_to(&picked.shape);
+    let oh = one_hot.broadcast_to(&picked.shape);
+    let g_y = g_picked.zip(&oh, |g, h| p.r(g * h))?;
+    let g_y = reduce_to(p, g_y, &inp.y_pred.shape)?;
+    collect(
+        a,
+        b,
+        [
+            ("y_true", None),
+            ("y_pred", Some(g_y)),
+            ("sample_weight", red.sample_weight),
+        ],
+    )
 }
 
 #[cfg(test)]

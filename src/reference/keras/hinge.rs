@@ -18,13 +18,16 @@
 //! batch raises for every reduction.
 
 use super::probabilistic::sum_axis;
+use super::reduction::{collect, reduce_to};
 use super::reduction::{only_known, Common};
+use super::{elementwise_backward, Fold};
 use super::{mean_axis, reduce_axis_index, Inputs};
 use crate::backend::CallError;
+use crate::backend::Gradients;
 use crate::reference::tf_nn::nd::{Fp, Nd};
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::Tensor;
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -34,7 +37,14 @@ pub const KERNELS: &[(&str, Kernel)] = &[
 ];
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    (
+        "tf.keras.losses.CategoricalHinge",
+        categorical_hinge_backward,
+    ),
+    ("tf.keras.losses.Hinge", hinge_backward),
+    ("tf.keras.losses.SquaredHinge", squared_hinge_backward),
+];
 
 /// `tf.maximum(a, b)`: NaN if either is NaN.
 fn maximum(a: f64, b: f64) -> f64 {
@@ -98,6 +108,115 @@ fn categorical_hinge(a: &Args) -> Result<Tensor, CallError> {
     let neg = wrong.reduce_axis(k, |f| f.iter().copied().fold(f64::NEG_INFINITY, maximum));
     let values = neg.zip(&pos, |n, s| maximum(p.r(p.r(n - s) + 1.0), 0.0))?;
     inp.finish(values, None, c)
+}
+
+/// TF's `Maximum` gradient for `maximum(x, 0)`: `g` where `x >= 0` (ties go to `x`, so a
+/// sample exactly at the margin still gets the gradient), 0 below and for NaN.
+fn relu_grad(x: f64, g: f64) -> f64 {
+    if x >= 0.0 {
+        g
+    } else {
+        0.0
+    }
+}
+
+/// Backward of [`margin_loss`]: `Maximum` ([`relu_grad`]), `Square` (`g * 2m`), `Sub` and `Mul`;
+/// `convert_binary_labels_to_hinge`'s `cond` passes the gradient through the branch it took, so
+/// binary labels get `2 g` (the `2.0 * y_true`) and others `g`.
+fn margin_backward(a: &Args, b: &Backward, squared: bool) -> Result<Gradients, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let binary = {
+        let y = Nd::cast(a.tensor("y_true")?, c.dtype);
+        y.data.iter().all(|&t| t == 0.0 || t == 1.0)
+    };
+    let label = move |t: f64| if binary { p.r(p.r(2.0 * t) - 1.0) } else { t };
+    let margin = move |t: f64, y: f64| p.r(1.0 - p.r(label(t) * y));
+    let f = |t: f64, y: f64| {
+        let m = maximum(margin(t, y), 0.0);
+        if squared {
+            p.r(m * m)
+        } else {
+            m
+        }
+    };
+    elementwise_backward(a, b, c, p, Fold::Mean, f, |t, y, g| {
+        let x = margin(t, y);
+        let g = if squared {
+            p.r(g * p.r(2.0 * maximum(x, 0.0)))
+        } else {
+            g
+        };
+        let g_prod = -relu_grad(x, g);
+        let g_label = p.r(g_prod * y);
+        let g_t = if binary { p.r(g_label * 2.0) } else { g_label };
+        (g_t, p.r(g_prod * label(t)))
+    })
+}
+
+fn hinge_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    margin_backward(a, b, false)
+}
+
+fn squared_hinge_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    margin_backward(a, b, true)
+}
+
+/// Backward of [`categorical_hinge`]: `Maximum` ([`relu_grad`]) on `neg - pos + 1`; `Sum` to
+/// `y_true * y_pred`; `Max` (TF's `_MinOrMaxGrad`) splits the gradient equally between the
+/// entries equal to the maximum (`indicators / count * g`; a NaN maximum matches nothing and
+/// gives `0 / 0`, NaN, to the whole row); then `(1 - y_true) * y_pred`.
+fn categorical_hinge_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let inp = Inputs::read(a, c)?;
+    let (y, x) = (&inp.y_true, &inp.y_pred);
+    let prod = y.zip(x, |y, x| p.r(y * x))?;
+    let pos = sum_axis(p, &prod, -1)?;
+    let wrong = y.zip(x, |y, x| p.r(p.r(1.0 - y) * x))?;
+    let k = reduce_axis_index(&wrong, -1)?;
+    let neg = wrong.reduce_axis(k, |f| f.iter().copied().fold(f64::NEG_INFINITY, maximum));
+    let values = neg.zip(&pos, |n, s| maximum(p.r(p.r(n - s) + 1.0), 0.0))?;
+    let red = inp.finish_backward(&values, None, c, b)?;
+    let shape = prod.shape.clone();
+    let (yb, xb) = (y.broadcast_to(&shape), x.broadcast_to(&shape));
+    let n = shape[k];
+    let rows = values.len();
+    let (mut gy, mut gx) = (vec![0.0; prod.len()], vec![0.0; prod.len()]);
+    for r in 0..rows {
+        let margin = p.r(p.r(neg.data[r] - pos.data[r]) + 1.0);
+        let g_a = relu_grad(margin, red.values.data[r]);
+        let (g_neg, g_pos) = (g_a, -g_a);
+        let row = r * n..(r + 1) * n;
+        let count = wrong.data[row.clone()]
+            .iter()
+            .filter(|&&w| w == neg.data[r])
+            .count() as f64;
+        for i in row {
+            let indicator = if wrong.data[i] == neg.data[i / n] {
+                1.0
+            } else {
+                0.0
+            };
+            let g_wrong = p.r(p.r(indicator / count) * g_neg);
+            let one_minus_y = p.r(1.0 - yb.data[i]);
+            gx[i] = p.r(p.r(g_pos * yb.data[i]) + p.r(g_wrong * one_minus_y));
+            gy[i] = p.r(p.r(g_pos * xb.data[i]) - p.r(g_wrong * xb.data[i]));
+        }
+    }
+    let gy = reduce_to(p, Nd::new(shape.clone(), gy), &y.shape)?;
+    let gx = reduce_to(p, Nd::new(shape, gx), &x.shape)?;
+    collect(
+        a,
+        b,
+        [
+            ("y_true", Some(gy)),
+            ("y_pred", Some(gx)),
+            ("sample_weight", red.sample_weight),
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod circle;
 pub mod cosine;
+pub mod crossentropy_grad;
 pub mod ctc;
 pub mod focal;
 pub mod generalized;
@@ -20,9 +21,13 @@ use super::tf_nn::nd::{canonical_axis, Fp, Nd};
 use super::tf_nn::{sigmoid_xent, softmax_xent, sparse_xent};
 use super::{Args, Kernel};
 use crate::backend::CallError;
+use crate::backend::Gradients;
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::Tensor;
-use reduction::{only_known, py_float, reduce_weighted, squeeze_or_expand, Common};
-use crate::reference::GradientKernel;
+use reduction::{
+    collect, mean_axis_backward, only_known, py_float, reduce_to, reduce_weighted,
+    reduce_weighted_backward, squeeze_or_expand, tf_mean, tf_sum, Common, ReducedGrad,
+};
 
 /// Every gradient table of this framework: one per kernel module.
 pub const GRADIENT_TABLES: &[&[(&str, GradientKernel)]] = &[
@@ -69,7 +74,29 @@ pub const KERNELS: &[(&str, Kernel)] = &[
 ];
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    (
+        "tf.keras.losses.BinaryCrossentropy",
+        crossentropy_grad::binary_crossentropy_backward,
+    ),
+    (
+        "tf.keras.losses.CategoricalCrossentropy",
+        crossentropy_grad::categorical_crossentropy_backward,
+    ),
+    ("tf.keras.losses.Huber", huber_backward),
+    (
+        "tf.keras.losses.MeanAbsoluteError",
+        mean_absolute_error_backward,
+    ),
+    (
+        "tf.keras.losses.MeanSquaredError",
+        mean_squared_error_backward,
+    ),
+    (
+        "tf.keras.losses.SparseCategoricalCrossentropy",
+        crossentropy_grad::sparse_categorical_crossentropy_backward,
+    ),
+];
 
 /// Keras' `backend.epsilon()`.
 const EPSILON: f64 = 1e-7;
@@ -96,6 +123,28 @@ impl Inputs {
 
     fn finish(self, values: Nd, mask: Option<&Nd>, c: Common) -> Result<Tensor, CallError> {
         Ok(reduce_weighted(values, self.sample_weight, mask, c)?.to_tensor(c.dtype))
+    }
+
+    /// The backward of [`Inputs::finish`]: the gradients of the per-sample `values` and of the
+    /// sample weight, for the request's `grad_output`.
+    fn finish_backward(
+        &self,
+        values: &Nd,
+        mask: Option<&Nd>,
+        c: Common,
+        b: &Backward,
+    ) -> Result<ReducedGrad, CallError> {
+        let grad = Nd::of(b.grad_output).map(|x| c.dtype.round(x));
+        reduce_weighted_backward(values, self.sample_weight.as_ref(), mask, c, &grad)
+    }
+}
+
+/// TensorFlow's `Sign`, the gradient of `Abs`: 0 at ±0, NaN for NaN.
+pub(super) fn tf_sign(x: f64) -> f64 {
+    if x == 0.0 || x.is_nan() {
+        x
+    } else {
+        x.signum()
     }
 }
 
@@ -131,6 +180,75 @@ fn elementwise(a: &Args, c: Common, f: impl Fn(f64, f64) -> f64) -> Result<Tenso
     inp.finish(values, None, c)
 }
 
+/// How an elementwise loss folds its terms along the last axis.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Fold {
+    /// `ops.mean(terms, axis=-1)`.
+    Mean,
+    /// `ops.sum(terms, axis=-1)`.
+    Sum,
+    /// `s * ops.mean(terms, axis=-1)` (MeanAbsolutePercentageError's `100.0 *`).
+    MeanTimes(f64),
+}
+
+/// Backward of an elementwise loss `fold(f(y_true, y_pred), axis=-1)`: `df(t, y, g)` is the
+/// gradient of one term `f(t, y)` with respect to `t` and `y` when the term's gradient is `g`
+/// (TF's per-op formulas, rounded by `df`). Terms and the fold run in `w` (the loss dtype, or
+/// float32 where a float32 constant promotes a float16 loss), the result is cast to the loss
+/// dtype; terms are broadcast from the inputs, so their gradients are summed back.
+pub(super) fn elementwise_backward(
+    a: &Args,
+    b: &Backward,
+    c: Common,
+    w: Fp,
+    fold: Fold,
+    f: impl Fn(f64, f64) -> f64,
+    df: impl Fn(f64, f64, f64) -> (f64, f64),
+) -> Result<Gradients, CallError> {
+    let p = c.fp();
+    let inp = Inputs::read(a, c)?;
+    let terms = inp.y_true.zip(&inp.y_pred, f)?;
+    let k = reduce_axis_index(&terms, -1)?;
+    let values = terms.reduce_axis(k, |x| match fold {
+        Fold::Mean => p.r(tf_mean(w, x)),
+        Fold::Sum => p.r(tf_sum(w, x)),
+        Fold::MeanTimes(s) => p.r(s * tf_mean(w, x)),
+    });
+    let red = inp.finish_backward(&values, None, c, b)?;
+    let g_terms = match fold {
+        Fold::Mean => mean_axis_backward(w, &terms.shape, k, &red.values),
+        Fold::Sum => {
+            let mut kept = terms.shape.clone();
+            kept[k] = 1;
+            Nd::new(kept, red.values.data.clone()).broadcast_to(&terms.shape)
+        }
+        Fold::MeanTimes(s) => {
+            let g = red.values.map(|g| w.r(g * s));
+            mean_axis_backward(w, &terms.shape, k, &g)
+        }
+    };
+    let t = inp.y_true.broadcast_to(&terms.shape);
+    let y = inp.y_pred.broadcast_to(&terms.shape);
+    let both: Vec<(f64, f64)> = (0..terms.len())
+        .map(|i| df(t.data[i], y.data[i], g_terms.data[i]))
+        .collect();
+    let part = |pick: fn(&(f64, f64)) -> f64, shape: &[usize]| {
+        let g = Nd::new(terms.shape.clone(), both.iter().map(pick).collect());
+        reduce_to(w, g, shape).map(|g| g.map(|x| p.r(x)))
+    };
+    let g_true = part(|g| g.0, &inp.y_true.shape)?;
+    let g_pred = part(|g| g.1, &inp.y_pred.shape)?;
+    collect(
+        a,
+        b,
+        [
+            ("y_true", Some(g_true)),
+            ("y_pred", Some(g_pred)),
+            ("sample_weight", red.sample_weight),
+        ],
+    )
+}
+
 fn mean_squared_error(a: &Args) -> Result<Tensor, CallError> {
     only_known(a, &[])?;
     let c = Common::read(a)?;
@@ -148,20 +266,80 @@ fn mean_absolute_error(a: &Args) -> Result<Tensor, CallError> {
     elementwise(a, c, |t, y| p.r(t - y).abs())
 }
 
+/// `square(y_true - y_pred)`: TF's `Square` gradient `g * (2 * d)`, then `Sub`'s `(g, -g)`.
+fn mean_squared_error_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let f = |t: f64, y: f64| {
+        let d = p.r(t - y);
+        p.r(d * d)
+    };
+    elementwise_backward(a, b, c, p, Fold::Mean, f, |t, y, g| {
+        let gd = p.r(g * p.r(2.0 * p.r(t - y)));
+        (gd, -gd)
+    })
+}
+
+/// `abs(y_true - y_pred)`: TF's `Abs` gradient `g * sign(d)`, zero where `y_true == y_pred`.
+fn mean_absolute_error_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    elementwise_backward(
+        a,
+        b,
+        c,
+        p,
+        Fold::Mean,
+        |t, y| p.r(t - y).abs(),
+        |t, y, g| {
+            let gd = p.r(g * tf_sign(p.r(t - y)));
+            (gd, -gd)
+        },
+    )
+}
+
 fn huber(a: &Args) -> Result<Tensor, CallError> {
     only_known(a, &["delta"])?;
     let c = Common::read(a)?;
     let p = c.fp();
     let delta = p.r(py_float(a, "delta", 1.0)?);
-    let half_delta_sq = p.r(0.5 * p.r(delta * delta));
-    elementwise(a, c, |t, y| {
+    elementwise(a, c, |t, y| huber_term(p, delta, t, y))
+}
+
+/// One Huber term: `0.5 * e^2` where `|e| <= delta`, else `delta * |e| - 0.5 * delta^2`.
+fn huber_term(p: Fp, delta: f64, t: f64, y: f64) -> f64 {
+    let err = p.r(y - t);
+    let abs = err.abs();
+    if abs <= delta {
+        p.r(0.5 * p.r(err * err))
+    } else {
+        p.r(p.r(delta * abs) - p.r(0.5 * p.r(delta * delta)))
+    }
+}
+
+/// `where(|e| <= delta, 0.5 * square(e), delta * |e| - 0.5 * delta^2)` with `e = y_pred -
+/// y_true`: TF's `SelectV2` gradient sends `g` to the chosen branch and an explicit zero to the
+/// other, and both branches' gradients are added, so an infinite error (where the quadratic
+/// branch's `0 * 2e` is NaN) gives NaN. At `|e| == delta` the quadratic branch is taken.
+fn huber_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &["delta"])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let delta = p.r(py_float(a, "delta", 1.0)?);
+    let f = |t, y| huber_term(p, delta, t, y);
+    elementwise_backward(a, b, c, p, Fold::Mean, f, |t, y, g| {
         let err = p.r(y - t);
-        let abs = err.abs();
-        if abs <= delta {
-            p.r(0.5 * p.r(err * err))
+        let (g_quad, g_lin) = if err.abs() <= delta {
+            (g, 0.0)
         } else {
-            p.r(p.r(delta * abs) - half_delta_sq)
-        }
+            (0.0, g)
+        };
+        let from_quad = p.r(p.r(g_quad * 0.5) * p.r(2.0 * err));
+        let from_lin = p.r(p.r(g_lin * delta) * tf_sign(err));
+        let ge = p.r(from_quad + from_lin);
+        (-ge, ge)
     })
 }
 

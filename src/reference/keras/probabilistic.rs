@@ -14,13 +14,15 @@
 //! [`Inputs::finish`].
 
 use super::reduction::{only_known, Common};
+use super::{elementwise_backward, Fold};
 use super::{mean_axis, reduce_axis_index, Inputs, EPSILON};
 use crate::backend::CallError;
+use crate::backend::Gradients;
 use crate::reference::tf_nn::l2::reduce_sum;
 use crate::reference::tf_nn::nd::{Fp, Nd};
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::Tensor;
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -29,7 +31,10 @@ pub const KERNELS: &[(&str, Kernel)] = &[
 ];
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    ("tf.keras.losses.KLDivergence", kl_divergence_backward),
+    ("tf.keras.losses.Poisson", poisson_backward),
+];
 
 /// `tf.clip_by_value(x, lo, hi)`: `maximum(minimum(x, hi), lo)`, NaN propagating.
 pub(crate) fn clip_by_value(x: f64, lo: f64, hi: f64) -> f64 {
@@ -72,6 +77,58 @@ fn poisson(a: &Args) -> Result<Tensor, CallError> {
         .zip(&inp.y_pred, |t, q| p.r(q - p.r(t * p.ln(p.r(q + eps)))))?;
     let values = mean_axis(p, &terms, Some(-1))?;
     inp.finish(values, None, c)
+}
+
+/// The gradient `clip_by_value(x, lo, hi)` passes on (`minimum` then `maximum`, ties to `x`):
+/// `g` where `lo <= x <= hi`, 0 outside and for NaN.
+pub(crate) fn clip_by_value_grad(x: f64, lo: f64, hi: f64, g: f64) -> f64 {
+    if x >= lo && x <= hi {
+        g
+    } else {
+        0.0
+    }
+}
+
+/// `sum(tc * log(tc / qc))` with `tc, qc` clipped to `[1e-7, 1]`: TF's `Mul`, `Log`
+/// (`g * reciprocal(x)`) and `RealDiv` (`g / y`, `g * ((-x / y) / y)`) gradients; `tc` adds
+/// its two paths; both clips stop the gradient outside `[1e-7, 1]` (so `y_true = 0` gets none).
+fn kl_divergence_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let lo = p.r(EPSILON);
+    let clip = move |x: f64| clip_by_value(x, lo, 1.0);
+    let f = |t: f64, q: f64| {
+        let (t, q) = (clip(t), clip(q));
+        p.r(t * p.ln(p.r(t / q)))
+    };
+    elementwise_backward(a, b, c, p, Fold::Sum, f, |t, q, g| {
+        let (tc, qc) = (clip(t), clip(q));
+        let ratio = p.r(tc / qc);
+        let g_ratio = p.r(p.r(g * tc) * p.r(1.0 / ratio));
+        let g_tc = p.r(p.r(g * p.ln(ratio)) + p.r(g_ratio / qc));
+        let g_qc = p.r(g_ratio * p.r(p.r(-tc / qc) / qc));
+        (
+            clip_by_value_grad(t, lo, 1.0, g_tc),
+            clip_by_value_grad(q, lo, 1.0, g_qc),
+        )
+    })
+}
+
+/// `mean(q - t * log(q + 1e-7))`: `Sub`, `Mul`, `Log` (`g * reciprocal(x)`) gradients; `q`
+/// adds its two paths.
+fn poisson_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let eps = p.r(EPSILON);
+    let f = |t: f64, q: f64| p.r(q - p.r(t * p.ln(p.r(q + eps))));
+    elementwise_backward(a, b, c, p, Fold::Mean, f, |t, q, g| {
+        let shifted = p.r(q + eps);
+        let g_t = p.r(-g * p.ln(shifted));
+        let g_log = p.r(p.r(-g * t) * p.r(1.0 / shifted));
+        (g_t, p.r(g + g_log))
+    })
 }
 
 #[cfg(test)]

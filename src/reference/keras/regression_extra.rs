@@ -8,11 +8,13 @@
 
 use super::reduction::{only_known, Common};
 use super::{elementwise, mean_axis, Inputs, EPSILON};
+use super::{elementwise_backward, tf_sign, Fold};
 use crate::backend::CallError;
+use crate::backend::Gradients;
 use crate::reference::tf_nn::nd::Fp;
 use crate::reference::{Args, Kernel};
+use crate::reference::{Backward, GradientKernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[
@@ -28,7 +30,17 @@ pub const KERNELS: &[(&str, Kernel)] = &[
 ];
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
-pub const GRADIENTS: &[(&str, GradientKernel)] = &[];
+pub const GRADIENTS: &[(&str, GradientKernel)] = &[
+    ("tf.keras.losses.LogCosh", log_cosh_backward),
+    (
+        "tf.keras.losses.MeanAbsolutePercentageError",
+        mean_absolute_percentage_error_backward,
+    ),
+    (
+        "tf.keras.losses.MeanSquaredLogarithmicError",
+        mean_squared_logarithmic_error_backward,
+    ),
+];
 
 /// TensorFlow's `Softplus` kernel in working precision `p`: `x` above `-t`, `exp(x)` below `t`,
 /// `log1p(exp(x))` between, with `t = log(epsilon) + 2`. For float16 Eigen's epsilon is 2^-13
@@ -110,6 +122,75 @@ fn mean_squared_logarithmic_error(a: &Args) -> Result<Tensor, CallError> {
     })?;
     let values = mean_axis(w, &terms, Some(-1))?.map(|x| c.dtype.round(x));
     inp.finish(values, None, c)
+}
+
+/// `x + softplus(-2x) - log 2` with `x = y_pred - y_true`: TF's `SoftplusGrad` kernel
+/// `g / (exp(-features) + 1)`, then `Mul` by -2; `x` adds its two paths.
+fn log_cosh_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let log2 = p.r(DType::Float32.round(2f64.ln()));
+    let f = |t: f64, y: f64| {
+        let e = p.r(y - t);
+        p.r(p.r(e + tf_softplus(p, p.r(e * -2.0))) - log2)
+    };
+    elementwise_backward(a, b, c, p, Fold::Mean, f, |t, y, g| {
+        let features = p.r(p.r(y - t) * -2.0);
+        let g_sp = p.r(g / p.r(p.exp(-features) + 1.0));
+        let g_x = p.r(g + p.r(g_sp * -2.0));
+        (-g_x, g_x)
+    })
+}
+
+/// `100 * mean(|(t - y) / maximum(|t|, 1e-7)|)`: `Abs` (`g * sign`), `RealDiv`, `Maximum` (the
+/// gradient goes to `|t|` where `|t| >= 1e-7`, ties included, else to the constant) and `Abs`
+/// again on `t`.
+fn mean_absolute_percentage_error_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let p = c.fp();
+    let eps = p.r(EPSILON);
+    let f = |t: f64, y: f64| p.r(p.r(t - y) / t.abs().max(eps)).abs();
+    elementwise_backward(a, b, c, p, Fold::MeanTimes(100.0), f, |t, y, g| {
+        let m = fmax(t.abs(), eps);
+        let num = p.r(t - y);
+        let g_q = p.r(g * tf_sign(p.r(num / m)));
+        let g_num = p.r(g_q / m);
+        let g_m = p.r(g_q * p.r(p.r(-num / m) / m));
+        let g_abs = if t.abs() >= eps { g_m } else { 0.0 };
+        (p.r(g_num + p.r(g_abs * tf_sign(t))), -g_num)
+    })
+}
+
+/// `mean(square(log(maximum(y, eps) + 1) - log(maximum(t, eps) + 1)))` in float32 for
+/// float16/bfloat16 losses (the float32 epsilon promotes): `Square`, `Log`
+/// (`g * reciprocal(x)`) and `Maximum` (the gradient passes where `x >= eps`, ties included).
+fn mean_squared_logarithmic_error_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
+    only_known(a, &[])?;
+    let c = Common::read(a)?;
+    let w = match c.dtype {
+        DType::Float64 => Fp(DType::Float64),
+        _ => Fp(DType::Float32),
+    };
+    let eps = DType::Float32.round(EPSILON);
+    let shifted = move |x: f64| w.r(fmax(x, eps) + 1.0);
+    let f = |t: f64, y: f64| {
+        let d = w.r(w.ln(shifted(y)) - w.ln(shifted(t)));
+        w.r(d * d)
+    };
+    let log_grad = move |x: f64, g: f64| {
+        if x >= eps {
+            w.r(g * w.r(1.0 / shifted(x)))
+        } else {
+            0.0
+        }
+    };
+    elementwise_backward(a, b, c, w, Fold::Mean, f, |t, y, g| {
+        let d = w.r(w.ln(shifted(y)) - w.ln(shifted(t)));
+        let g_d = w.r(g * w.r(2.0 * d));
+        (log_grad(t, -g_d), log_grad(y, g_d))
+    })
 }
 
 /// `tf.maximum`: NaN in either operand propagates.
