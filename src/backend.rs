@@ -241,7 +241,12 @@ pub trait Backend: Send + Sync {
     /// `wrt`, each with that argument's shape and dtype. `grad_output` has the forward output's
     /// shape and dtype; `None` means all ones. The default answers `Unsupported`: backward trials
     /// of a backend without gradients are visible skips.
-    fn backward(&self, call: &Call, wrt: &[String], grad_output: Option<&Tensor>) -> Outcome<Gradients> {
+    fn backward(
+        &self,
+        call: &Call,
+        wrt: &[String],
+        grad_output: Option<&Tensor>,
+    ) -> Outcome<Gradients> {
         let _ = (wrt, grad_output);
         Outcome::Unsupported(format!("{} has no backward for {}", self.name(), call.api))
     }

@@ -7,6 +7,7 @@
 //! timed. What is timed is the real reference path: `Reference.forward(&call)` and
 //! `Reference.backward(&call, wrt, None)` (which runs the forward too, as autograd does).
 //! See `docs/benchmarks.md`.
+#![allow(clippy::type_complexity)] // per-workload (forward, backward) timing maps
 
 use crate::backend::{Backend, Call, Outcome, Value};
 use crate::reference::Reference;

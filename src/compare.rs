@@ -196,11 +196,17 @@ pub fn judge_gradients(
             "expected a {} error ({}: {}), got: {err}",
             e.kind, e.exception, e.message
         )),
-        (None, Some(ExpectedError { kind, exception, message }), Outcome::Value(_)) => {
-            Verdict::Fail(format!(
-                "expected a {kind} error ({exception}: {message}), got gradients"
-            ))
-        }
+        (
+            None,
+            Some(ExpectedError {
+                kind,
+                exception,
+                message,
+            }),
+            Outcome::Value(_),
+        ) => Verdict::Fail(format!(
+            "expected a {kind} error ({exception}: {message}), got gradients"
+        )),
         (None, None, _) => {
             Verdict::Fail("the gradients entry holds neither `value` nor `error`".into())
         }
@@ -265,6 +271,9 @@ mod tests {
         let Verdict::Fail(r) = judge_gradients(&expected, &Outcome::Value(missing), None) else {
             panic!("a missing gradient passed")
         };
-        assert!(r.contains("'input': missing") && r.contains("'target': not asked"), "{r}");
+        assert!(
+            r.contains("'input': missing") && r.contains("'target': not asked"),
+            "{r}"
+        );
     }
 }

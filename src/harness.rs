@@ -190,8 +190,8 @@ pub fn load_plan_only(root: &Path, only: Option<&str>) -> Plan {
                 "record what the frameworks answer",
             );
             // A backward check exists for every case with `wrt` whose forward answer is a value.
-            let wants_backward = !case.wrt.is_empty()
-                && matches!(&forward, Ok((e, _)) if e.value.is_some());
+            let wants_backward =
+                !case.wrt.is_empty() && matches!(&forward, Ok((e, _)) if e.value.is_some());
             plan.checks.push(Check {
                 name: case.name.clone(),
                 backward: false,
@@ -213,7 +213,10 @@ pub fn load_plan_only(root: &Path, only: Option<&str>) -> Plan {
                     backward: true,
                     family: family.clone(),
                     case,
-                    provenance: backward.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
+                    provenance: backward
+                        .as_ref()
+                        .map(|(_, p)| p.clone())
+                        .unwrap_or_default(),
                     expected: backward.map(|(e, _)| Expectation::Backward(e)),
                     xfail: None,
                 });
@@ -323,11 +326,7 @@ pub fn apply_expected_failures(plan: &mut Plan, path: &Path) {
         };
     for entry in &entries {
         let mut hit = false;
-        for c in plan
-            .checks
-            .iter_mut()
-            .filter(|c| entry.matches(&c.name))
-        {
+        for c in plan.checks.iter_mut().filter(|c| entry.matches(&c.name)) {
             hit = true;
             let upstream = entry
                 .upstream
@@ -385,7 +384,11 @@ pub fn call_backend_backward(
 /// The header of every failure message: which case, which call, where the expectation is from.
 fn context(backend: &dyn Backend, check: &Check) -> String {
     let c = &check.case;
-    let mut s = format!("case:     {}\ncall:     {}\n", check.name, c.call().describe());
+    let mut s = format!(
+        "case:     {}\ncall:     {}\n",
+        check.name,
+        c.call().describe()
+    );
     if let Ok(Expectation::Backward(e)) = &check.expected {
         s.push_str(&format!(
             "backward: d/d[{}] of sum(grad_output * loss), grad_output = {}\n",

@@ -197,7 +197,7 @@ mod tests {
             r.get("ok").is_some() || r.get("unsupported").is_some(),
             "{r}"
         );
-        let r = respond(&Reference, &format!(r#"{{"id":4,"op":"describe"}}"#));
+        let r = respond(&Reference, r#"{"id":4,"op":"describe"}"#);
         assert!(
             r["ok"]["ops"]
                 .as_array()

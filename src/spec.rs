@@ -448,7 +448,10 @@ cases:
 
     #[test]
     fn differentiable_must_name_an_argument() {
-        let bad = MINIMAL.replace("args: {input: {type: tensor}}", "args: {input: {type: tensor}}, differentiable: [inptu]");
+        let bad = MINIMAL.replace(
+            "args: {input: {type: tensor}}",
+            "args: {input: {type: tensor}}, differentiable: [inptu]",
+        );
         let e = parse(Path::new("specs/demo.yaml"), &bad)
             .unwrap_err()
             .to_string();

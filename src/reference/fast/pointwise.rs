@@ -6,6 +6,7 @@
 //! is `d / beta` on `|d| <= beta`; `binary_cross_entropy` divides by `max(x (1 - x), 1e-12)`;
 //! `binary_cross_entropy_with_logits` is `sigmoid(x) - t` (and `-x` for the target); `kl_div`
 //! is `-t` (`-e^t` with `log_target`).
+#![allow(clippy::too_many_arguments)] // the kernels take both operands, their strides and the reduction
 
 use super::math::{exp, ln, log1p_unit, sigmoid};
 use super::{float_tensor, floats, nullish, only, reduction, tensor, Red, PAR_MIN};

@@ -11,9 +11,9 @@ use super::regression_extra::{flush_denormal, tf_softplus};
 use super::Inputs;
 use crate::backend::CallError;
 use crate::reference::tf_nn::nd::{Fp, Nd};
+use crate::reference::GradientKernel;
 use crate::reference::{Args, Kernel};
 use crate::tensor::Tensor;
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, gradient kernel)` for the APIs of this module with a backward.
 pub const GRADIENTS: &[(&str, GradientKernel)] = &[];

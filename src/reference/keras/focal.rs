@@ -13,9 +13,9 @@ use super::{clip, reduce_axis_index, Inputs};
 use crate::backend::{CallError, Value};
 use crate::reference::tf_nn::nd::{canonical_axis, Fp, Nd};
 use crate::reference::tf_nn::sigmoid_xent;
+use crate::reference::GradientKernel;
 use crate::reference::{Args, Kernel};
 use crate::tensor::{DType, Tensor};
-use crate::reference::GradientKernel;
 
 /// `(fully qualified API name, kernel)` for every API of this module.
 pub const KERNELS: &[(&str, Kernel)] = &[

@@ -356,6 +356,14 @@ mod tests {
         Value::Tensor(Tensor::from_f64(dtype, shape.to_vec(), data.to_vec()).unwrap())
     }
 
+    /// Equal up to a few float64 ulps (sums in different orders).
+    fn nearly(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-14 * x.abs().max(y.abs()).max(1e-300))
+    }
+
     fn call(api: &str, args: &[(&str, Value)]) -> Outcome {
         Reference.forward(&Call {
             api: format!("torch.nn.functional.{api}"),
@@ -405,7 +413,12 @@ mod tests {
                     ("label_smoothing", Value::Float(0.1)),
                 ],
             );
-            assert_eq!(lce, ce, "{red}");
+            // The cross_entropy fast path sums in another order: equal to a few float64 ulps.
+            let (Outcome::Value(lce), Outcome::Value(ce)) = (lce, ce) else {
+                panic!("{red}: both calls succeed")
+            };
+            assert_eq!(lce.shape(), ce.shape(), "{red}");
+            assert!(nearly(&lce.to_f64_vec(), &ce.to_f64_vec()), "{red}");
         }
     }
 
@@ -497,9 +510,9 @@ mod tests {
                 ("label_smoothing", Value::Float(0.1)),
             ];
             let ce = grads("cross_entropy", &ce_args, &["input"]).remove(0);
-            assert_eq!(l[0], ce, "{red}");
+            assert!(nearly(&l[0], &ce), "{red}");
             let col = |c: usize| (0..3).map(|r| ce[r * 2 + c]).sum::<f64>();
-            assert_eq!(l[2], vec![col(0), col(1)], "{red}");
+            assert!(nearly(&l[2], &[col(0), col(1)]), "{red}");
             let gw = |c: usize, i: usize| (0..3).map(|r| ce[r * 2 + c] * x[r * 2 + i]).sum::<f64>();
             for (k, v) in l[1].iter().enumerate() {
                 assert!((v - gw(k / 2, k % 2)).abs() < 1e-15, "{red}");

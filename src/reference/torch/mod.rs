@@ -24,9 +24,9 @@ pub mod triplet;
 
 use super::Kernel;
 use crate::backend::CallError;
+use crate::reference::GradientKernel;
 use crate::tensor::{DType, Tensor};
 use ndarray::{ArrayD, IxDyn};
-use crate::reference::GradientKernel;
 
 /// Every gradient table of this framework: one per kernel module.
 pub const GRADIENT_TABLES: &[&[(&str, GradientKernel)]] = &[
