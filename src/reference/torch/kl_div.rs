@@ -33,10 +33,9 @@ fn div_scalar(x: &Arr, n: f64) -> Arr {
     x.map(x.dt, |v| round_to(math, v / n))
 }
 
-pub fn kl_div(args: &Args) -> Result<Tensor, CallError> {
-    let input = Arr::of(args.tensor("input")?);
-    let target = Arr::of(args.tensor("target")?);
-    let log_target = args.bool_or("log_target", false)?;
+/// The reduction the ATen kernel runs (legacy `size_average`/`reduce` win; `batchmean` runs
+/// `sum`), and whether the wrapper then divides by `input.size(0)` (`reduction == 'batchmean'`).
+fn read_reduction(args: &Args) -> Result<(Reduction, bool), CallError> {
     let requested = reduction::read(args, true)?;
     let legacy = !matches!(args.get("size_average"), None | Some(Value::Null))
         || !matches!(args.get("reduce"), None | Some(Value::Null));
@@ -46,6 +45,14 @@ pub fn kl_div(args: &Args) -> Result<Tensor, CallError> {
     } else {
         requested.get_enum()?
     };
+    Ok((red, batchmean))
+}
+
+pub fn kl_div(args: &Args) -> Result<Tensor, CallError> {
+    let input = Arr::of(args.tensor("input")?);
+    let target = Arr::of(args.tensor("target")?);
+    let log_target = args.bool_or("log_target", false)?;
+    let (red, batchmean) = read_reduction(args)?;
     for (dt, name) in [(input.dt, "input"), (target.dt, "target")] {
         if !dt.is_float() {
             return Err(CallError::dtype(format!(
@@ -91,15 +98,7 @@ pub fn kl_div_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError
     let input = Arr::of(args.tensor("input")?);
     let target = Arr::of(args.tensor("target")?);
     let log_target = args.bool_or("log_target", false)?;
-    let requested = reduction::read(args, true)?;
-    let legacy = !matches!(args.get("size_average"), None | Some(Value::Null))
-        || !matches!(args.get("reduce"), None | Some(Value::Null));
-    let batchmean = matches!(args.get("reduction"), Some(Value::Str(s)) if s == "batchmean");
-    let red = if !legacy && batchmean {
-        Reduction::Sum
-    } else {
-        requested.get_enum()?
-    };
+    let (red, batchmean) = read_reduction(args)?;
     let mut g = Arr::of(b.grad_output);
     if batchmean && !input.is_0d() {
         g = div_scalar(&g, input.shape()[0] as f64);
