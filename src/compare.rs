@@ -151,6 +151,26 @@ pub fn judge(expected: &Expected, actual: &Outcome, tolerance: Option<&Tolerance
     }
 }
 
+/// The tolerance of a gradient whose loss was computed in a coarser dtype than the argument:
+/// that of the loss (its output) dtype. Keras computes float64 inputs in float32 and casts the
+/// gradient back to float64, so the gradient carries float32 rounding (TF's vectorised float32
+/// `reciprocal`, `log` and `exp` are not correctly rounded: a few float32 ulps apart from a
+/// correctly rounded implementation), which float64's tolerance would call a failure. `None`
+/// where the argument's own dtype is as coarse as the loss's.
+pub fn gradient_tolerance(argument: DType, loss: DType) -> Option<Tolerance> {
+    if !argument.is_float() || !loss.is_float() {
+        return None;
+    }
+    let (rtol, atol) = default_tolerance(loss);
+    (rtol > default_tolerance(argument).0).then(|| Tolerance {
+        rtol,
+        atol,
+        reason: format!(
+            "the loss was computed in {loss} (its output dtype), so this {argument} gradient carries {loss} rounding"
+        ),
+    })
+}
+
 /// Judges a backend's gradients against what the framework's autograd answered: each expected
 /// gradient is compared like a loss value, and the report names the argument.
 pub fn judge_gradients(
@@ -172,6 +192,11 @@ pub fn judge_gradients(
                         );
                     }
                     Some(got) => {
+                        let computed_in = match tolerance {
+                            Some(_) => None,
+                            None => gradient_tolerance(want.dtype(), expected.grad_output.dtype()),
+                        };
+                        let tolerance = tolerance.or(computed_in.as_ref());
                         if let Err(r) = compare_tensors(want, got, tolerance) {
                             let _ = writeln!(report, "gradient of '{name}': {r}");
                         }
@@ -274,6 +299,38 @@ mod tests {
         assert!(
             r.contains("'input': missing") && r.contains("'target': not asked"),
             "{r}"
+        );
+    }
+
+    #[test]
+    fn a_gradient_is_judged_at_the_precision_its_loss_was_computed_in() {
+        let f64_grad = Tensor::from_f64(DType::Float64, vec![1], vec![1.0]).unwrap();
+        let off =
+            Tensor::from_f64(DType::Float64, vec![1], vec![1.0 + 8.0 * 2f64.powi(-23)]).unwrap();
+        let expected = |loss: DType| ExpectedGradients {
+            digest: "d".into(),
+            framework: "tensorflow".into(),
+            grad_output: Tensor::from_f64(loss, vec![], vec![1.0]).unwrap(),
+            value: Some([("y_pred".to_string(), f64_grad.clone())].into()),
+            error: None,
+        };
+        let answer = Outcome::Value([("y_pred".to_string(), off)].into());
+        // 8 float32 ulps: within float32's tolerance, far outside float64's.
+        assert_eq!(
+            judge_gradients(&expected(DType::Float32), &answer, None),
+            Verdict::Pass
+        );
+        let Verdict::Fail(r) = judge_gradients(&expected(DType::Float64), &answer, None) else {
+            panic!("a float64 loss's gradient was judged at float32's tolerance")
+        };
+        assert!(r.contains("rtol=1e-7"), "{r}");
+        assert!(gradient_tolerance(DType::Float32, DType::Float64).is_none());
+        assert!(gradient_tolerance(DType::Int64, DType::Float16).is_none());
+        let t = gradient_tolerance(DType::Float32, DType::Bfloat16).unwrap();
+        assert!(
+            t.rtol == 1.6e-2 && t.reason.contains("bfloat16"),
+            "{}",
+            t.reason
         );
     }
 }
