@@ -98,6 +98,20 @@ fn reduction_groups(
     Ok((kept, group))
 }
 
+/// The shape of a `keepdims=False` reduction of `shape` over `axes` (`None`: all, a 0-d
+/// result); the axes were validated by [`reduction_groups`].
+fn reduced_shape(shape: &[usize], axes: Option<&[i64]>) -> Vec<usize> {
+    let Some(axes) = axes else { return vec![] };
+    let reduced: Vec<usize> = axes
+        .iter()
+        .filter_map(|&axis| canonical_axis(axis, shape.len()))
+        .collect();
+    (0..shape.len())
+        .filter(|k| !reduced.contains(k))
+        .map(|k| shape[k])
+        .collect()
+}
+
 /// `tf.reduce_sum(x, axes, keepdims=True)`, each output summing its terms in memory order.
 fn sum_keepdims(p: Fp, x: &Nd, axes: Option<&[i64]>) -> Result<Nd, CallError> {
     let (kept, group) = reduction_groups(&x.shape, axes)?;
@@ -197,25 +211,9 @@ fn cosine_similarity_backward(a: &Args, b: &Backward) -> Result<Gradients, CallE
     let y_true = normalize(p, inp.y_true.clone(), axes)?;
     let prod = y_true.zip(&y_pred, |t, y| p.r(t * y))?;
     let summed = sum_keepdims(p, &prod, axes)?;
-    let (kept, group) = reduction_groups(&prod.shape, axes)?;
-    let values = summed.map(|s| -s);
-    let values_shape = match axes {
-        None => vec![],
-        Some(_) => {
-            let mut reduced = vec![false; prod.rank()];
-            for &axis in axes.unwrap_or(&[]) {
-                if let Some(k) = canonical_axis(axis, prod.rank()) {
-                    reduced[k] = true;
-                }
-            }
-            kept.iter()
-                .zip(&reduced)
-                .filter(|(_, &r)| !r)
-                .map(|(&d, _)| d)
-                .collect()
-        }
-    };
-    let red = inp.finish_backward(&values.clone().reshape(values_shape), None, c, b)?;
+    let (_, group) = reduction_groups(&prod.shape, axes)?;
+    let values = summed.map(|s| -s).reshape(reduced_shape(&prod.shape, axes));
+    let red = inp.finish_backward(&values, None, c, b)?;
     let g_prod: Vec<f64> = group.iter().map(|&k| -red.values.data[k]).collect();
     let g_prod = Nd::new(prod.shape.clone(), g_prod);
     let tb = y_true.broadcast_to(&prod.shape);
@@ -261,25 +259,7 @@ fn cosine_similarity(a: &Args) -> Result<Tensor, CallError> {
     let y_true = normalize(p, inp.y_true.clone(), axes)?;
     let prod = y_true.zip(&y_pred, |t, y| p.r(t * y))?;
     let summed = sum_keepdims(p, &prod, axes)?;
-    // keepdims=False: drop the reduced axes.
-    let (kept, _) = reduction_groups(&prod.shape, axes)?;
-    let shape = match axes {
-        None => vec![],
-        Some(_) => {
-            let mut reduced = vec![false; prod.rank()];
-            for &axis in axes.unwrap_or(&[]) {
-                if let Some(k) = canonical_axis(axis, prod.rank()) {
-                    reduced[k] = true;
-                }
-            }
-            kept.iter()
-                .zip(&reduced)
-                .filter(|(_, &r)| !r)
-                .map(|(&d, _)| d)
-                .collect()
-        }
-    };
-    let values = summed.map(|s| -s).reshape(shape);
+    let values = summed.map(|s| -s).reshape(reduced_shape(&prod.shape, axes));
     inp.finish(values, None, c)
 }
 
