@@ -17,7 +17,7 @@ use crate::reference::{Args, Backward};
 use crate::tensor::DType;
 
 /// The gradient `clip_by_value` passes on: `g` where `lo <= x <= hi`, else 0 (NaN included).
-fn clip_pass(p: Fp, x: f64, g: f64) -> f64 {
+pub(super) fn clip_pass(p: Fp, x: f64, g: f64) -> f64 {
     let (lo, hi) = (p.r(super::EPSILON), p.r(1.0 - super::EPSILON));
     if x >= lo && x <= hi {
         g
@@ -27,7 +27,7 @@ fn clip_pass(p: Fp, x: f64, g: f64) -> f64 {
 }
 
 /// `g * reciprocal(x)`, TF's `Log` gradient.
-fn log_grad(p: Fp, x: f64, g: f64) -> f64 {
+pub(super) fn log_grad(p: Fp, x: f64, g: f64) -> f64 {
     p.r(g * p.r(1.0 / x))
 }
 

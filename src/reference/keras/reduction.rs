@@ -377,15 +377,32 @@ pub fn reduce_weighted_backward(
 /// and divided by its length, in float32 for float16/bfloat16 losses (Keras' `ops.mean` averages
 /// them in float32 and casts back, and the casts' gradients cast too).
 pub fn mean_axis_backward(p: Fp, shape: &[usize], k: usize, grad: &Nd) -> Nd {
+    let reduced: Vec<bool> = (0..shape.len()).map(|i| i == k).collect();
+    mean_axes_backward(p, shape, &reduced, grad)
+}
+
+/// The backward of `ops.mean(x, axis=axes)` over several axes at once (`reduced[i]`: axis `i` is
+/// reduced; `grad` has the kept axes' shape): as [`mean_axis_backward`], the divisor being the
+/// number of elements each output averaged (`_MeanGrad`'s `input_size // output_size`).
+pub fn mean_axes_backward(p: Fp, shape: &[usize], reduced: &[bool], grad: &Nd) -> Nd {
     let wide = match p.0 {
         DType::Float16 | DType::Bfloat16 => DType::Float32,
         d => d,
     };
-    let n = shape[k] as f64;
-    let mut kept = shape.to_vec();
-    kept[k] = 1;
-    let g = Nd::new(kept, grad.data.clone()).broadcast_to(shape);
-    g.map(|x| p.r(wide.round(wide.round(x) / n)))
+    let n: usize = shape
+        .iter()
+        .zip(reduced)
+        .filter_map(|(&d, &r)| r.then_some(d))
+        .product();
+    let kept: Vec<usize> = shape
+        .iter()
+        .zip(reduced)
+        .map(|(&d, &r)| if r { 1 } else { d })
+        .collect();
+    let n = n as f64;
+    Nd::new(kept, grad.data.clone())
+        .broadcast_to(shape)
+        .map(|x| p.r(wide.round(wide.round(x) / n)))
 }
 
 /// The gradient of the full mean (`ops.mean(x)` with no axis), as [`mean_axis_backward`].
