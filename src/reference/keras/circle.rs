@@ -51,42 +51,95 @@ fn cast_to_int32(x: f64) -> i64 {
     }
 }
 
-/// One output element of TF's CPU `MatMul`: the sum of the products `a_k * b_k`.
+/// TF's CPU `MatMul` of an `(n, k)` matrix `a` by a `(k, m)` matrix `b` (given as element
+/// accessors, so transposed operands need no copy), row-major `(n, m)` result.
 ///
 /// float16/bfloat16: the contraction accumulates in float32 and rounds once to the dtype
 /// (measured: 300 of 300 random float16 products up to 9x9x9 match an exact sum rounded to
-/// float32 and then to float16). float32: Eigen's contraction kernel splits the sum over
-/// several FMA accumulators in a shape-dependent order we have not reproduced; a sequential
-/// sum with each product and partial sum rounded matches TF on every product with one row or
-/// one column (gemv) and is the closest of the orders tried on the recorded cases (42 trials
-/// off by float32 ulps against 51 for an exactly rounded sum). float64: sequential.
-fn matmul_acc(p: Fp, terms: impl Iterator<Item = (f64, f64)>) -> f64 {
-    match p.0 {
-        DType::Float16 | DType::Bfloat16 => {
-            let exact = crate::reference::numeric::sum(terms.map(|(a, b)| a * b));
-            p.r(DType::Float32.round(exact))
+/// float32 and then to float16). float64: a sequential sum (any order is far inside the float64
+/// tolerance).
+///
+/// float32 goes through TF's custom Eigen contraction kernel (oneDNN's `sgemm`), whose order
+/// was measured against TF 2.21 on random products (bit for bit on every one of 900 with
+/// `n, m <= 8`, `k <= 11`, plain, `transpose_a` and `transpose_b`):
+/// - one row or one column (`n == 1` or `m == 1`, a gemv): a sequential sum, each product
+///   rounded. (Not reproduced: `transpose_b` with `k >= 8` and plain `m == 1` with `k >= 13`,
+///   where the gemv kernel vectorises the dot product; they get the sequential sum.)
+/// - otherwise: even and odd terms of the first `2 * floor(k / 2)` go to two accumulators,
+///   which are added, then the last term when `k` is odd. Products are fused into the
+///   accumulation (FMA), except in the last, partial block of 6 rows when `n mod 6` is 1 or 2,
+///   where each product is rounded first.
+///
+/// The order matters beyond the float32 ulp: `gamma` (80 by default) multiplies every distance
+/// before `exp`, so one ulp of a distance moves the gradient by ~1e-5 relative.
+fn tf_matmul(
+    p: Fp,
+    (n, k, m): (usize, usize, usize),
+    a: impl Fn(usize, usize) -> f64,
+    b: impl Fn(usize, usize) -> f64,
+) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n * m);
+    for i in 0..n {
+        for j in 0..m {
+            let term = |t: usize| (a(i, t), b(t, j));
+            out.push(match p.0 {
+                DType::Float32 => {
+                    let fused = !(n == 1 || m == 1 || (i >= n / 6 * 6 && matches!(n % 6, 1 | 2)));
+                    let madd = |acc: f32, (x, y): (f64, f64)| {
+                        let (x, y) = (x as f32, y as f32);
+                        if fused {
+                            x.mul_add(y, acc)
+                        } else {
+                            acc + x * y
+                        }
+                    };
+                    let s = if n == 1 || m == 1 {
+                        (0..k).fold(0.0f32, |acc, t| madd(acc, term(t)))
+                    } else {
+                        let (mut even, mut odd) = (0.0f32, 0.0f32);
+                        for t in (0..k / 2 * 2).step_by(2) {
+                            even = madd(even, term(t));
+                            odd = madd(odd, term(t + 1));
+                        }
+                        let s = even + odd;
+                        if k % 2 == 1 {
+                            madd(s, term(k - 1))
+                        } else {
+                            s
+                        }
+                    };
+                    f64::from(s)
+                }
+                DType::Float16 | DType::Bfloat16 => {
+                    let exact = crate::reference::numeric::sum((0..k).map(|t| {
+                        let (x, y) = term(t);
+                        x * y
+                    }));
+                    p.r(DType::Float32.round(exact))
+                }
+                _ => (0..k).fold(0.0, |acc, t| {
+                    let (x, y) = term(t);
+                    p.r(acc + p.r(x * y))
+                }),
+            });
         }
-        _ => terms.fold(0.0, |acc, (a, b)| p.r(acc + p.r(a * b))),
     }
+    out
 }
 
-/// `matmul(e, transpose(e))` for embeddings of rank 1 (`tensordot`: one dot product, a 0-d
-/// result) or rank 2 (`(N, N)`).
+/// `matmul(e, transpose(e))` for embeddings of rank 1 (`tensordot`: a `(1, N) @ (N, 1)`
+/// product, reshaped to a 0-d result) or rank 2 (`(N, N)`).
 fn gram(p: Fp, e: &Nd) -> Result<Nd, CallError> {
     match e.rank() {
-        1 => Ok(Nd::scalar(matmul_acc(p, e.data.iter().map(|&x| (x, x))))),
+        1 => {
+            let x = |_: usize, t: usize| e.data[t];
+            let dot = tf_matmul(p, (1, e.len(), 1), x, |t, _| e.data[t]);
+            Ok(Nd::scalar(dot[0]))
+        }
         2 => {
             let (n, d) = (e.shape[0], e.shape[1]);
-            let row = |i: usize| &e.data[i * d..(i + 1) * d];
-            let mut out = Vec::with_capacity(n * n);
-            for i in 0..n {
-                for j in 0..n {
-                    out.push(matmul_acc(
-                        p,
-                        row(i).iter().copied().zip(row(j).iter().copied()),
-                    ));
-                }
-            }
+            let x = |i: usize, t: usize| e.data[i * d + t];
+            let out = tf_matmul(p, (n, d, n), x, |t, j| e.data[j * d + t]);
             Ok(Nd::new(vec![n, n], out))
         }
         r => Err(CallError::shape(format!(
@@ -95,9 +148,10 @@ fn gram(p: Fp, e: &Nd) -> Result<Nd, CallError> {
     }
 }
 
-/// The backward of [`gram`] for `G = d loss / d gram`: `MatMul`'s gradients `G @ e` (for the
-/// left operand) and `transpose(e^T @ G)` (for the right one, through `Transpose`), added. For
-/// rank-1 embeddings `tensordot` is a `(1, N) @ (N, 1)` matmul and both halves are `g * e`.
+/// The backward of [`gram`] for `G = d loss / d gram`: `MatMul`'s gradients
+/// `matmul(G, e^T, transpose_b=True)` for the left operand and
+/// `transpose(matmul(e, G, transpose_a=True))` for the right one (through `Transpose`), added.
+/// For rank-1 embeddings both halves are `g * e`.
 fn gram_backward(p: Fp, e: &Nd, g: &Nd) -> Nd {
     if e.rank() == 1 {
         let g = g.data[0];
@@ -107,14 +161,17 @@ fn gram_backward(p: Fp, e: &Nd, g: &Nd) -> Nd {
         });
     }
     let (n, d) = (e.shape[0], e.shape[1]);
-    let mut out = Vec::with_capacity(n * d);
-    for i in 0..n {
-        for k in 0..d {
-            let left = matmul_acc(p, (0..n).map(|j| (g.data[i * n + j], e.data[j * d + k])));
-            let right = matmul_acc(p, (0..n).map(|j| (e.data[j * d + k], g.data[j * n + i])));
-            out.push(p.r(left + right));
-        }
-    }
+    let gg = |i: usize, j: usize| g.data[i * n + j];
+    let ee = |i: usize, k: usize| e.data[i * d + k];
+    // (N, N) @ (N, D) and (D, N) @ (N, N).
+    let left = tf_matmul(p, (n, n, d), gg, ee);
+    let right = tf_matmul(p, (d, n, n), |k, t| ee(t, k), gg);
+    let out = (0..n * d)
+        .map(|idx| {
+            let (i, k) = (idx / d, idx % d);
+            p.r(left[idx] + right[k * n + i])
+        })
+        .collect();
     Nd::new(e.shape.clone(), out)
 }
 
