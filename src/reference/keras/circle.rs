@@ -413,7 +413,9 @@ fn circle_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
 #[cfg(test)]
 mod tests {
     use super::super::focal::tests::{call, f32, kind, values};
+    use super::{tf_matmul, truncate_to_bfloat16};
     use crate::backend::{ErrorKind, Value};
+    use crate::reference::tf_nn::nd::Fp;
     use crate::tensor::{DType, Tensor};
 
     fn labels(data: &[f64]) -> Value {
@@ -462,6 +464,108 @@ mod tests {
             values(call("Circle", &[("y_true", l), ("y_pred", embeddings())])).to_f64_vec()[0];
         let want = positive.iter().sum::<f64>() / 2.0;
         assert!((mean - want).abs() <= 1e-5 * want, "{mean} vs {want}");
+    }
+
+    /// The gradients of `sum(loss)` (grad_output all ones) with respect to `wrt`.
+    fn grads(args: &[(&str, Value)], wrt: &[&str]) -> Vec<Vec<f64>> {
+        use crate::backend::{Backend, Call, Outcome};
+        let call = Call {
+            api: "tf.keras.losses.Circle".into(),
+            args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        let wrt: Vec<String> = wrt.iter().map(|w| w.to_string()).collect();
+        match crate::reference::Reference.backward(&call, &wrt, None) {
+            Outcome::Value(mut g) => wrt
+                .iter()
+                .map(|w| g.remove(w).expect("gradient").to_f64_vec())
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Rows without a positive (or negative) pair have a `-inf` logsumexp whose backward is
+    /// `0 * inf`; `SelectV2` must keep that NaN out, and labels (cast to int32) get zeros.
+    #[test]
+    fn anchors_without_pairs_get_zero_gradients() {
+        for l in [[0.0, 1.0, 2.0, 3.0], [5.0; 4]] {
+            for reduction in ["none", "sum_over_batch_size", "sum"] {
+                let g = grads(
+                    &[
+                        ("y_true", f32(&[4], &l)),
+                        ("y_pred", embeddings()),
+                        ("reduction", Value::Str(reduction.into())),
+                    ],
+                    &["y_true", "y_pred"],
+                );
+                assert_eq!(g[0], vec![0.0; 4], "{l:?} {reduction}");
+                assert!(
+                    g[1].iter().all(|&x| x == 0.0),
+                    "{l:?} {reduction}: {:?}",
+                    g[1]
+                );
+            }
+        }
+        // With one positive pair (anchors 0 and 2) the embeddings do get a gradient.
+        let g = grads(
+            &[
+                ("y_true", labels(&[0.0, 1.0, 0.0, 2.0])),
+                ("y_pred", embeddings()),
+            ],
+            &["y_pred"],
+        );
+        assert!(g[0].iter().all(|x| x.is_finite()) && g[0].iter().any(|&x| x != 0.0));
+    }
+
+    /// float32 `MatMul` order, on sums where the orders disagree (worked out by hand): with
+    /// terms `1e8, 1, -1e8, 1` a sequential float32 sum gives 1 (`1e8 + 1` rounds to `1e8`)
+    /// while even/odd accumulators give `0 + 2 = 2`; with `1e8, 1, 1, -1e8` they give
+    /// `1e8 + (1 - 1e8) = 0` where the exact sum is 2.
+    #[test]
+    fn float32_matmul_adds_even_and_odd_terms_apart() {
+        let p = Fp(DType::Float32);
+        let cases = [
+            ([1e8, 1.0, -1e8, 1.0], 2.0, 1.0),
+            ([1e8, 1.0, 1.0, -1e8], 0.0, 0.0),
+        ];
+        for (row, want, sequential) in cases {
+            let out = tf_matmul(p, (2, 4, 2), |_, t| row[t], |_, _| 1.0);
+            assert_eq!(out, vec![want; 4], "{row:?}");
+            // One column is a gemv: sequential.
+            let seq = tf_matmul(p, (2, 4, 1), |_, t| row[t], |_, _| 1.0);
+            assert_eq!(seq, vec![sequential; 2], "{row:?}");
+        }
+    }
+
+    /// `(1 + 2^-12)^2 = 1 + 2^-11 + 2^-24`: fused into an accumulator of -1 it leaves
+    /// `2^-11 + 2^-24`; rounded first (a tie, to even) it leaves `2^-11`. Rows in a last
+    /// partial block of 1 or 2 rows (of 6) round the product first.
+    #[test]
+    fn float32_matmul_fuses_products_by_row_block() {
+        let p = Fp(DType::Float32);
+        let h = 1.0 + 2f64.powi(-12);
+        let (a, b) = ([1.0, 0.0, h], [-1.0, 0.0, h]);
+        let (fused, rounded) = (2f64.powi(-11) + 2f64.powi(-24), 2f64.powi(-11));
+        for (n, want) in [(2, vec![rounded; 2]), (3, vec![fused; 3])] {
+            let out = tf_matmul(p, (n, 3, 2), |_, t| a[t], |t, _| b[t]);
+            let per_row: Vec<f64> = out.chunks(2).map(|r| r[0]).collect();
+            assert_eq!(per_row, want, "n = {n}");
+        }
+        let seven = tf_matmul(p, (7, 3, 2), |_, t| a[t], |t, _| b[t]);
+        assert_eq!(seven[10], fused);
+        assert_eq!(seven[12], rounded, "row 6 is alone in its block");
+    }
+
+    /// bfloat16 has 7 fraction bits: `1 + 0.75 * 2^-7` rounds to `1 + 2^-7` but truncates to 1.
+    #[test]
+    fn bfloat16_matmul_truncates() {
+        let x = 1.0 + 0.75 * 2f64.powi(-7);
+        assert_eq!(truncate_to_bfloat16(x), 1.0);
+        assert_eq!(truncate_to_bfloat16(-x), -1.0);
+        assert_eq!(DType::Bfloat16.round(x), 1.0 + 2f64.powi(-7));
+        assert!(truncate_to_bfloat16(f64::NAN).is_nan());
     }
 
     #[test]
