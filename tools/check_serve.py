@@ -301,6 +301,28 @@ def gen_keras_scce(d):
     return keras_common(d, args, dt, n)
 
 
+def gen_keras_circle(d):
+    """Circle: a batch of embeddings (unit-norm rows or raw values), labels with repeats (int or
+    float, (N,) or (N, 1)), gamma/margin/remove_diagonal, and half-precision loss dtypes."""
+    dt = d.pick(("float32", "float64", "float16", "bfloat16"))
+    n, dim = d.rng.randint(1, 12), d.rng.randint(1, 6)
+    classes = d.rng.randint(1, max(1, n))
+    labels = [d.rng.randrange(classes) for _ in range(n)]
+    args = {"y_true": d.tensor(d.pick(("int64", "int32", dt)), d.pick(([n], [n], [n, 1])), labels)}
+    if d.chance(0.6):
+        raw = np.array([d.rng.gauss(0.0, 1.0) for _ in range(n * dim)]).reshape(n, dim)
+        raw /= np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+        args["y_pred"] = d.tensor(dt, [n, dim], raw.reshape(-1).tolist())
+    else:
+        args["y_pred"] = d.floats(dt, [n, dim], -0.55, 0.55, edges=0.02)
+    d.maybe(args, "gamma", lambda: d.pick((80.0, 16.0, 1.0, 0.0, 256.0)), 0.5)
+    d.maybe(args, "margin", lambda: d.pick((0.4, 0.25, 0.0, 1.0, -0.5)), 0.4)
+    d.maybe(args, "remove_diagonal", lambda: d.chance(0.7), 0.3)
+    keras_common(d, args, dt, n)
+    d.maybe(args, "dtype", lambda: d.pick(("float16", "bfloat16", "mixed_float16", "mixed_bfloat16")), 0.15)
+    return args
+
+
 F = "torch.nn.functional."
 K = "tf.keras.losses."
 GENERATORS = {
@@ -322,6 +344,7 @@ GENERATORS = {
     K + "BinaryCrossentropy": gen_keras_bce,
     K + "CategoricalCrossentropy": gen_keras_cce,
     K + "SparseCategoricalCrossentropy": gen_keras_scce,
+    K + "Circle": gen_keras_circle,
 }
 
 # The tensor a backend computes on, and the one it compares against, per API family.
