@@ -291,14 +291,11 @@ fn alpha(
 /// One frame of the gradient: the occupation `alpha_t(s) beta_t(s) / e_t(l'_s)` of each state,
 /// normalised over the states and summed per class, subtracted from `exp(lp)`, times `g`.
 /// `false` when the occupations vanish (the caller falls back to the general kernel).
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn grad_frame(
     (am, ak): (&[f64], &[f64]),
     (bm, bk): (&[f64], &[f64]),
-    e: &[f64],
-    ext: &[usize],
-    r: &[f64],
+    (e, ext, r): (&[f64], &[usize], &[f64]),
     g: f64,
     (wm, wk): (&mut [f64], &mut [f64]),
     occ: &mut [f64],
@@ -437,26 +434,21 @@ fn sample(p: &Parsed, b: usize, grad: Option<(&mut [f64], f64)>) -> Option<f64> 
         }
         let ok = {
             let fr = t * len..(t + 1) * len;
-            let (am, ak): (&[f64], &[f64]) = (&am[fr.clone()], &ak[fr]);
-            let (bm, bk): (&[f64], &[f64]) = (&bm, &bk);
-            let (wm, wk): (&mut [f64], &mut [f64]) = (&mut wm, &mut wk);
-            let (ext, occ): (&[usize], &mut [f64]) = (&ext, &mut occ);
-            let (r, out) = (row(t), &mut grad[t * p.c..(t + 1) * p.c]);
+            let alpha: (&[f64], &[f64]) = (&am[fr.clone()], &ak[fr]);
+            let beta: (&[f64], &[f64]) = (&bm, &bk);
+            let work: (&mut [f64], &mut [f64]) = (&mut wm, &mut wk);
+            let frame: (&[f64], &[usize], &[f64]) = (e, &ext, row(t));
+            let (occ, out): (&mut [f64], _) = (&mut occ, &mut grad[t * p.c..(t + 1) * p.c]);
             super::math::simd!(
                 bool,
-                |am: &[f64],
-                 ak: &[f64],
-                 bm: &[f64],
-                 bk: &[f64],
-                 e: &[f64],
-                 ext: &[usize],
-                 r: &[f64],
+                |alpha: (&[f64], &[f64]),
+                 beta: (&[f64], &[f64]),
+                 frame: (&[f64], &[usize], &[f64]),
                  g: f64,
-                 wm: &mut [f64],
-                 wk: &mut [f64],
+                 work: (&mut [f64], &mut [f64]),
                  occ: &mut [f64],
                  out: &mut [f64]| {
-                    grad_frame((am, ak), (bm, bk), e, ext, r, g, (wm, wk), occ, out)
+                    grad_frame(alpha, beta, frame, g, work, occ, out)
                 }
             )
         };
