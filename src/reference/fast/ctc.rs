@@ -140,11 +140,13 @@ fn parse(call: &Call) -> Option<Parsed<'_>> {
 /// float32 ulps of the mean). Here every state carries its own exponent, so nothing under- or
 /// overflows: the recursions are sums and products of positive numbers, each rounded once in
 /// `f64` (relative error `2^-53`), the powers of two are exact, and a term below `2^-1022` of
-/// the largest in its sum is dropped (changing the sum by less than `2^-1022` of it). After `T`
-/// frames the likelihood is off by at most about `4 T 2^-53` relative (with the emissions'
-/// `exp` error, about `1e-12` for `T = 1500`), i.e. an absolute error of about `1e-12` in the
-/// negative log-likelihood; a float32 loss near 1 has ulps of `6e-8`, so rounding the `f64`
-/// result once gives the correctly rounded value or its neighbour at a near-tie.
+/// the largest in its sum is dropped (changing the sum by less than `2^-1022` of it). A frame
+/// adds at most three roundings and one emission's `exp` error (below 1e-15 relative) to every
+/// path, and sums of positive terms do not amplify relative errors, so after `T` frames the
+/// likelihood is off by at most about `1.4e-15 T` relative (`2e-12` for `T = 1500`): an
+/// absolute error of about `2e-12` in the negative log-likelihood, against float32 ulps of
+/// `6e-8` relative. Rounding the `f64` result once gives the correctly rounded value, or its
+/// neighbour when the exact value is that close to a tie.
 mod xr {
     use crate::reference::fast::math::MAGIC;
 
