@@ -7,10 +7,7 @@ use lossconf::reference::Reference;
 
 /// Accuracy cases the reference is known to miss, with why: they must fail (an entry that starts
 /// passing fails loudly), and they keep issue 7 open.
-const KNOWN_MISSES: &[(&str, &str)] = &[(
-    "ctc_loss/mean_T1500",
-    "the fast CTC kernel (src/reference/fast/ctc.rs) is 4e4 ulps off on this 1500-step case (the general kernel: 5.3 ulps, like PyTorch); open bug",
-)];
+const KNOWN_MISSES: &[(&str, &str)] = &[];
 
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();

@@ -9,7 +9,7 @@
 
 /// `2^52 + 2^51`: adding it to a float of magnitude below `2^51` rounds to an integer and leaves
 /// that integer in the low bits of the representation.
-const MAGIC: f64 = 6755399441055744.0;
+pub(crate) const MAGIC: f64 = 6755399441055744.0;
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 /// `ln 2` split so that `k * LN2_HI` is exact for `|k| < 2^11` (Cody and Waite).
 const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;

