@@ -393,6 +393,27 @@ impl<'de> Deserialize<'de> for Tensor {
     }
 }
 
+/// `x` rounded to nearest-even in a binary format with `mant` stored mantissa bits and normal
+/// exponents `emin..=emax` (subnormals included, overflow to infinity). `half`'s `from_f64`
+/// drops the low 32 bits of the f64 before rounding, so a value just above a midpoint by less
+/// than that (e.g. float32 0.2861329 for bfloat16: TF's cast gives 0.287109375, half gave
+/// 0.28515625) was rounded as a tie.
+fn round_binary(x: f64, mant: i32, emin: i32, emax: i32) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let a = x.abs();
+    let exp = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    let ulp = 2f64.powi(exp.max(emin) - mant);
+    let y = (a / ulp).round_ties_even() * ulp;
+    let y = if y >= 2f64.powi(emax + 1) {
+        f64::INFINITY
+    } else {
+        y
+    };
+    y.copysign(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,25 +485,4 @@ mod tests {
         let t = Tensor::from_f64(DType::Float16, vec![1], vec![0.1]).unwrap();
         assert_eq!(t.to_f64_vec()[0], half::f16::from_f64(0.1).to_f64());
     }
-}
-
-/// `x` rounded to nearest-even in a binary format with `mant` stored mantissa bits and normal
-/// exponents `emin..=emax` (subnormals included, overflow to infinity). `half`'s `from_f64`
-/// drops the low 32 bits of the f64 before rounding, so a value just above a midpoint by less
-/// than that (e.g. float32 0.2861329 for bfloat16: TF's cast gives 0.287109375, half gave
-/// 0.28515625) was rounded as a tie.
-fn round_binary(x: f64, mant: i32, emin: i32, emax: i32) -> f64 {
-    if !x.is_finite() || x == 0.0 {
-        return x;
-    }
-    let a = x.abs();
-    let exp = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
-    let ulp = 2f64.powi(exp.max(emin) - mant);
-    let y = (a / ulp).round_ties_even() * ulp;
-    let y = if y >= 2f64.powi(emax + 1) {
-        f64::INFINITY
-    } else {
-        y
-    };
-    y.copysign(x)
 }
