@@ -70,8 +70,8 @@ impl DType {
         match self {
             DType::Float64 => x,
             DType::Float32 => x as f32 as f64,
-            DType::Float16 => half::f16::from_f64(x).to_f64(),
-            DType::Bfloat16 => half::bf16::from_f64(x).to_f64(),
+            DType::Float16 => round_binary(x, 10, -14, 15),
+            DType::Bfloat16 => round_binary(x, 7, -126, 127),
             DType::Int32 => (x as i32) as f64,
             DType::Int64 => (x as i64) as f64,
             DType::Uint8 => (x as u8) as f64,
@@ -393,9 +393,46 @@ impl<'de> Deserialize<'de> for Tensor {
     }
 }
 
+/// `x` rounded to nearest-even in a binary format with `mant` stored mantissa bits and normal
+/// exponents `emin..=emax` (subnormals included, overflow to infinity). `half`'s `from_f64`
+/// drops the low 32 bits of the f64 before rounding, so a value just above a midpoint by less
+/// than that (e.g. float32 0.2861329 for bfloat16: TF's cast gives 0.287109375, half gave
+/// 0.28515625) was rounded as a tie.
+fn round_binary(x: f64, mant: i32, emin: i32, emax: i32) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let a = x.abs();
+    let exp = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    let ulp = 2f64.powi(exp.max(emin) - mant);
+    let y = (a / ulp).round_ties_even() * ulp;
+    let y = if y >= 2f64.powi(emax + 1) {
+        f64::INFINITY
+    } else {
+        y
+    };
+    y.copysign(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rounding keeps the sticky bits below the f64's top 32: float32 0.2861329 lies 8.7e-8
+    /// above the bfloat16 midpoint 0.2861328125, and TF's cast gives 0.287109375.
+    #[test]
+    fn half_rounding_is_correct_just_above_a_midpoint() {
+        let x = 0.286_132_9_f32 as f64;
+        assert_eq!(DType::Bfloat16.round(x), 0.287_109_375);
+        assert_eq!(DType::Bfloat16.round(-x), -0.287_109_375);
+        assert_eq!(DType::Bfloat16.round(0.286_132_812_5), 0.285_156_25);
+        assert_eq!(DType::Float16.round(65520.0), f64::INFINITY);
+        assert_eq!(DType::Float16.round(65519.0), 65504.0);
+        assert_eq!(DType::Float16.round(2f64.powi(-25)), 0.0);
+        assert_eq!(DType::Float16.round(3.0 * 2f64.powi(-26)), 2f64.powi(-24));
+        assert_eq!(DType::Bfloat16.round(3.4e38), f64::INFINITY);
+        assert!(DType::Bfloat16.round(f64::NAN).is_nan());
+    }
 
     #[test]
     fn float32_values_round_trip_exactly_through_json_and_yaml() {

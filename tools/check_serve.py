@@ -323,6 +323,54 @@ def gen_keras_circle(d):
     return args
 
 
+HALF_AND_FULL = ("float32", "float64", "float16", "bfloat16")
+
+
+def keras_focal_common(d, args, dt, batch):
+    """keras_common, with float16/bfloat16 loss dtypes too (the focal losses run op by op in it)."""
+    keras_common(d, args, dt, batch)
+    if "dtype" in args and d.chance(0.5):
+        args["dtype"] = d.pick(("float16", "bfloat16"))
+    return args
+
+
+def gen_keras_bfce(d):
+    dt, shape = d.pick(HALF_AND_FULL), d.dims(d.rng.randint(1, 3))
+    from_logits = d.chance(0.5)
+    y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.probs(dt, shape)
+    args = {"y_true": d.pick((d.binary, d.probs))(dt, shape), "y_pred": y_pred}
+    if from_logits or d.chance(0.3):
+        args["from_logits"] = from_logits
+    d.maybe(args, "apply_class_balancing", lambda: d.chance(0.7), 0.4)
+    d.maybe(args, "alpha", lambda: d.pick((0.25, 0.5, 0.0, 1.0, 0.9)), 0.3)
+    d.maybe(args, "gamma", lambda: d.pick((0.0, 1.0, 2.0, 2.5, 5.0)), 0.4)
+    d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5)), 0.3)
+    axes = [-1, 0, None] + ([[0, 1]] if len(shape) > 1 else [])
+    d.maybe(args, "axis", lambda: d.pick(axes), 0.2)
+    return keras_focal_common(d, args, dt, shape[0])
+
+
+def gen_keras_cfce(d):
+    dt, shape = d.pick(HALF_AND_FULL), d.dims(d.rng.randint(1, 3), 1, 5)
+    axis = d.pick((-1, -1, 0)) if len(shape) > 1 else -1
+    from_logits = d.chance(0.5)
+    y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.distribution(dt, shape, axis=axis)
+    args = {"y_true": d.distribution(dt, shape, axis=axis, onehot=d.chance(0.6)), "y_pred": y_pred}
+    if from_logits or d.chance(0.3):
+        args["from_logits"] = from_logits
+    if axis != -1 or d.chance(0.1):
+        args["axis"] = axis
+    c = shape[-1]  # a per-class alpha broadcasts against the last axis
+    d.maybe(args, "alpha", lambda: d.pick((
+        lambda: d.pick((0.25, 0.5, 1.0, 2.0)),
+        lambda: [d.rng.randint(0, 3) for _ in range(c)],
+        lambda: d.probs(dt, [c], edges=0.0),
+    ))(), 0.4)
+    d.maybe(args, "gamma", lambda: d.pick((0.0, 1.0, 2.0, 2.5, 5.0)), 0.4)
+    d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5)), 0.3)
+    return keras_focal_common(d, args, dt, shape[0])
+
+
 F = "torch.nn.functional."
 K = "tf.keras.losses."
 GENERATORS = {
@@ -345,6 +393,8 @@ GENERATORS = {
     K + "CategoricalCrossentropy": gen_keras_cce,
     K + "SparseCategoricalCrossentropy": gen_keras_scce,
     K + "Circle": gen_keras_circle,
+    K + "BinaryFocalCrossentropy": gen_keras_bfce,
+    K + "CategoricalFocalCrossentropy": gen_keras_cfce,
 }
 
 # The tensor a backend computes on, and the one it compares against, per API family.

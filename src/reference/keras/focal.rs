@@ -134,7 +134,11 @@ pub(super) fn tf_pow(p: Fp, base: f64, exponent: f64) -> f64 {
 
 /// Eigen's float32 logistic: exactly 1 from about 16.6355 up (where its rational approximation
 /// reaches 1), `exp(x)` below -9, with denormal results flushed to zero as TensorFlow's CPU
-/// threads do. float64 is `e / (1 + e)`; half precision rounds the float32 result.
+/// threads do. float64 is `e / (1 + e)`. float16/bfloat16 run Eigen's generic logistic,
+/// `e / (1 + e)` with `e = exp(x)` and every op rounded to the half dtype (1 where `e` is
+/// infinite; a float32-denormal `exp` flushed to 0): measured on TF 2.21 to match all of 6000
+/// random float16 and bfloat16 inputs in [-100, 100], where rounding the float32 logistic misses
+/// 1 in 10.
 pub(super) fn tf_sigmoid(p: Fp, x: f64) -> f64 {
     let single = |x: f64| {
         let f = DType::Float32;
@@ -160,6 +164,19 @@ pub(super) fn tf_sigmoid(p: Fp, x: f64) -> f64 {
                 1.0
             } else {
                 e / (1.0 + e)
+            }
+        }
+        DType::Float16 | DType::Bfloat16 => {
+            let e = DType::Float32.round(x.exp());
+            let e = p.r(if e.abs() < f32::MIN_POSITIVE as f64 {
+                0.0
+            } else {
+                e
+            });
+            if e == f64::INFINITY {
+                1.0
+            } else {
+                p.r(e / p.r(1.0 + e))
             }
         }
         _ => p.r(single(x)),
@@ -541,7 +558,7 @@ fn categorical_focal_crossentropy(a: &Args) -> Result<Tensor, CallError> {
     let kf = reduce_axis_index(&f.focal, cf.axis)?;
     let values = f
         .focal
-        .reduce_axis(kf, |x| cf.weight.sum(x))
+        .reduce_axis(kf, |x| tf_sum(cf.weight, x))
         .map(|v| cf.c.dtype.round(v));
     f.inp.finish(values, None, cf.c)
 }

@@ -198,10 +198,13 @@ pub fn reduce_weighted(
 /// random float32 vectors: bit-exact up to 33 terms; fewer than 8 terms are a sequential sum).
 /// Gradients that cancel (a weight's gradient under `mean_with_sample_weight` is mathematically
 /// 0) keep the last bits of these sums, which float64 arguments' tolerance can see. Other
-/// dtypes: [`Fp::sum`].
+/// dtypes: bfloat16 in this float32 order, rounded once (TF's reductions accumulate bfloat16
+/// in float32); float16 and float64 [`Fp::sum`].
 pub fn tf_sum(p: Fp, xs: &[f64]) -> f64 {
-    if p.0 != DType::Float32 {
-        return p.sum(xs);
+    match p.0 {
+        DType::Float32 => {}
+        DType::Bfloat16 => return p.r(tf_sum(Fp(DType::Float32), xs)),
+        _ => return p.sum(xs),
     }
     const LANES: usize = 8;
     let body = xs.len() / LANES * LANES;
