@@ -480,9 +480,11 @@ RULES = (
     Rule("torch_kl_div_integral", "dtype", r"kl_div: Integral inputs not supported"),
     Rule("torch_lengths_integral", "dtype", r"(input|target)_lengths must be integral"),
     Rule("torch_matmul_dtype", "dtype", r"expected m1 and m2 to have the same dtype"),
+    Rule("torch_mat_dtype", "dtype", r"mat1 and mat2 must have the same dtype"),
     # shape
     Rule("torch_broadcast", "shape", r"The size of tensor a \(\d+\) must match the size of tensor b"),
     Rule("torch_broadcast_weight", "shape", r"Attempting to broadcast a dimension of length"),
+    Rule("torch_output_broadcast", "shape", r"output with shape \[[\d, ]*\] doesn't match the broadcast shape"),
     Rule("torch_batch_size", "shape", r"Expected input batch_size \(\d+\) to match target batch_size"),
     Rule("torch_target_size", "shape", r"[Tt]arget size \(torch\.Size.*(must be the same as|different to the) input size"),
     Rule("torch_multi_target", "shape", r"multi-target not supported"),
