@@ -802,7 +802,7 @@ def draw_call(d, api):
 
 
 def mismatching_elements(expected, actual, dtype):
-    """(index, expected, actual) of elements outside tolerance; NaN matches NaN, inf itself."""
+    """(index, expected, actual) of elements outside `dtype`'s tolerance; NaN matches NaN, inf itself."""
     rtol, atol = TOLERANCES.get(dtype, (0.0, 0.0))
     out = []
     for i, (e, a) in enumerate(zip(expected, actual)):
@@ -816,8 +816,17 @@ def mismatching_elements(expected, actual, dtype):
     return out
 
 
-def compare(expected, actual):
-    """None when the outcomes agree, else a short reason. Outcomes are (kind, payload) pairs."""
+def coarser(dtype, other):
+    """Of two dtypes, the one with the looser tolerance (`dtype` when `other` is None or no float)."""
+    if other not in TOLERANCES or dtype not in TOLERANCES:
+        return dtype
+    return other if TOLERANCES[other][0] > TOLERANCES[dtype][0] else dtype
+
+
+def compare(expected, actual, computed_in=None):
+    """None when the outcomes agree, else a short reason. Outcomes are (kind, payload) pairs.
+    `computed_in`: the dtype the value was computed in, when coarser than its own (judged at that
+    dtype's tolerance)."""
     (ekind, e), (akind, a) = expected, actual
     if akind in ("unsupported",):
         return None
@@ -829,7 +838,7 @@ def compare(expected, actual):
         return f"{a.get('dtype')}{a.get('shape')}, expected {e['dtype']}{e['shape']}"
     if len(a.get("data", [])) != len(e["data"]):
         return f"{len(a.get('data', []))} elements for shape {a['shape']}"
-    bad = mismatching_elements(e["data"], a["data"], e["dtype"])
+    bad = mismatching_elements(e["data"], a["data"], coarser(e["dtype"], computed_in))
     if not bad:
         return None
     shown = ", ".join(f"[{i}] {x!r} vs {y!r}" for i, x, y in bad[:3])
@@ -837,8 +846,11 @@ def compare(expected, actual):
     return f"{len(bad)} of {len(e['data'])} elements differ: {shown}{more}"
 
 
-def compare_gradients(expected, actual):
-    """`compare` for backward outcomes, whose values are {argument name: gradient}."""
+def compare_gradients(expected, actual, loss_dtype=None):
+    """`compare` for backward outcomes, whose values are {argument name: gradient}. As the suite
+    does (src/compare.rs, gradient_tolerance), a gradient is judged at the tolerance of the coarser
+    of its argument's dtype and `loss_dtype`, the dtype the loss was computed in (Keras computes
+    float64 inputs in float32 and casts the gradient back)."""
     (ekind, e), (akind, a) = expected, actual
     if akind == "unsupported" or ekind != "value" or akind != "value":
         return compare(expected, actual)
@@ -846,7 +858,8 @@ def compare_gradients(expected, actual):
         return f"gradients for {sorted(a) if isinstance(a, dict) else a!r}, expected {sorted(e)}"
     reasons = []
     for name in e:
-        reason = compare(("value", e[name]), ("value", a[name]) if isinstance(a[name], dict) else ("value", {}))
+        reason = compare(("value", e[name]), ("value", a[name]) if isinstance(a[name], dict) else ("value", {}),
+                         loss_dtype)
         if reason:
             reasons.append(f"{name}: {reason}")
     return "; ".join(reasons) or None
@@ -1036,14 +1049,15 @@ def check_backward(server, apis, n, seed, verbose, differentiable):
                 stats[api]["no wrt"] += 1
                 continue
             try:
-                grad_output = draw_grad_output(g, frameworks.evaluate(api, args))
+                forward = frameworks.evaluate(api, args)
+                grad_output = draw_grad_output(g, forward)
                 expected = frameworks.backward(api, args, wrt, grad_output)
             except frameworks.UnclassifiedError as exc:
                 stats[api]["unclassified"] += 1
                 print(f"UNCLASSIFIED {exc}")
                 continue
             actual = server.backward(api, args, wrt, grad_output)
-            reason = compare_gradients(expected, actual)
+            reason = compare_gradients(expected, actual, forward[1]["dtype"] if forward[0] == "value" else None)
             if actual[0] == "unsupported":
                 stats[api]["unsupported"] += 1
             elif reason is None:
