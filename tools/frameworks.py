@@ -508,6 +508,7 @@ RULES = (
     Rule("keras_axis_unsupported", "argument", r"Only axis=-1 is currently supported"),
     Rule("tf_slice_scalar", "shape", r"Expected begin\[0\] == 0 .*\[Op:Slice\]"),
     Rule("torch_nonempty_matrix", "shape", r"Expected non-empty vector or matrix"),
+    Rule("torch_1d_target_size", "shape", r"For 1D input, 1D target must have size 1"),
     Rule("torch_inconsistent_target_size", "shape", r"inconsistent target size"),
     Rule("torch_inconsistent_weight_size", "shape", r"inconsistent weight size"),
     Rule("torch_weight_1d", "shape", r"weight must be one-dimensional"),

@@ -114,6 +114,7 @@ PROVOKE = {
     "torch_matmul_dtype": (TF + "linear_cross_entropy", {**LCE, "linear_weight": t("float64", [0.5] * 6, [3, 2])}),
     "torch_mat_dtype": (TF + "linear_cross_entropy", {**LCE, "input": I64([1, 2], [1, 2]), "linear_bias": F32([0.0] * 3)}),
     "torch_output_broadcast": (TF + "soft_margin_loss", {"input": F32([1.0]), "target": F32([1.0, -1.0])}),
+    "torch_1d_target_size": (TF + "cross_entropy", {"input": F32([0.5, 0.2, 0.3]), "target": I64([0, 1])}),
     "torch_nonempty_matrix": (TF + "multilabel_margin_loss", {"input": F32([0.0] * 8, [2, 2, 2]), "target": I64([0] * 8, [2, 2, 2])}),
     "torch_inconsistent_target_size": (TF + "multilabel_margin_loss", {"input": SCORES, "target": I64([1, -1, 0], [1, 3])}),
     "torch_inconsistent_weight_size": (TF + "multi_margin_loss", {"input": SCORES, "target": I64([3]), "weight": F32([1.0] * 3)}),
