@@ -6,6 +6,7 @@
 //! cast, and `mean_squared_logarithmic_error` clamps with a float32 epsilon tensor, which
 //! promotes float16/bfloat16 inputs to float32 until the reduction casts back.
 
+use super::focal::tf_sigmoid;
 use super::reduction::{only_known, Common};
 use super::{elementwise, mean_axis, Inputs, EPSILON};
 use super::{elementwise_backward, tf_sign, Fold};
@@ -79,6 +80,25 @@ pub(super) fn flush_denormal(p: Fp, x: f64) -> f64 {
     }
 }
 
+/// `tf.math.sigmoid` in working precision `p`. float16 and bfloat16 take Eigen's generic
+/// logistic, `e / (1 + e)` with `e = exp(x)`, every op rounded to the dtype and 1 where `e` is
+/// infinite (measured: equal to TensorFlow on every float16 and bfloat16 in [-20, 20], where
+/// rounding the float32 logistic once differs on a fifth of them); float32 and float64 are
+/// [`tf_sigmoid`].
+fn sigmoid(p: Fp, x: f64) -> f64 {
+    match p.0 {
+        DType::Float16 | DType::Bfloat16 => {
+            let e = p.exp(x);
+            if e == f64::INFINITY {
+                1.0
+            } else {
+                p.r(e / p.r(1.0 + e))
+            }
+        }
+        _ => tf_sigmoid(p, x),
+    }
+}
+
 fn log_cosh(a: &Args) -> Result<Tensor, CallError> {
     only_known(a, &[])?;
     let c = Common::read(a)?;
@@ -124,8 +144,10 @@ fn mean_squared_logarithmic_error(a: &Args) -> Result<Tensor, CallError> {
     inp.finish(values, None, c)
 }
 
-/// `x + softplus(-2x) - log 2` with `x = y_pred - y_true`: TF's `SoftplusGrad` kernel
-/// `g / (exp(-features) + 1)`, then `Mul` by -2; `x` adds its two paths.
+/// `x + softplus(-2x) - log 2` with `x = y_pred - y_true`: TF registers the gradient of
+/// `Softplus` as `grad * sigmoid(features)` (tensorflow/python/ops/nn_grad.py, not the
+/// `SoftplusGrad` kernel), then `Mul` by -2; `x` adds its two paths. In float16 the two forms
+/// round differently (a few ulps apart once `g - 2 g_sp` cancels).
 fn log_cosh_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
     only_known(a, &[])?;
     let c = Common::read(a)?;
@@ -137,7 +159,7 @@ fn log_cosh_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
     };
     elementwise_backward(a, b, c, p, Fold::Mean, f, |t, y, g| {
         let features = p.r(p.r(y - t) * -2.0);
-        let g_sp = p.r(g / p.r(p.exp(-features) + 1.0));
+        let g_sp = p.r(g * sigmoid(p, features));
         let g_x = p.r(g + p.r(g_sp * -2.0));
         (-g_x, g_x)
     })
