@@ -110,8 +110,26 @@ class Draw:
                 vals.append(self.rng.randrange(classes))
         return self.tensor(dtype, shape, vals)
 
-    def float_dtype(self):
-        return self.pick(("float32", "float64"))
+    def float_dtype(self, half=0.2):
+        """float32 or float64, or with probability `half` float16 or bfloat16."""
+        return self.pick(("float16", "bfloat16")) if self.chance(half) else self.pick(("float32", "float64"))
+
+    def signs(self, dtype, shape, other=0.05):
+        """Labels 1 and -1, now and then 0, 2 or 0.5 (used as they are by the APIs)."""
+        n = math.prod(shape)
+        vals = [self.pick((0.0, 2.0, 0.5)) if self.chance(other) else self.pick((1.0, -1.0)) for _ in range(n)]
+        return self.tensor(dtype, shape, vals)
+
+    def counts(self, dtype, shape, high=6, edges=0.05):
+        """Non-negative counts (whole numbers mostly, fractional now and then), rarely negative."""
+        n = math.prod(shape)
+        vals = []
+        for _ in range(n):
+            if self.chance(edges):
+                vals.append(self.pick((-1.0, 0.5, 1.0, 1e-30, 100.0)))
+            else:
+                vals.append(float(self.rng.randint(0, high)) if self.chance(0.8) else self.rng.uniform(0, high))
+        return self.tensor(dtype, shape, vals)
 
     def maybe(self, args, key, value, p=0.5):
         """Sets an optional argument with probability p (otherwise the API default applies)."""
@@ -301,75 +319,388 @@ def gen_keras_scce(d):
     return keras_common(d, args, dt, n)
 
 
-def gen_keras_circle(d):
-    """Circle: a batch of embeddings (unit-norm rows or raw values), labels with repeats (int or
-    float, (N,) or (N, 1)), gamma/margin/remove_diagonal, and half-precision loss dtypes."""
-    dt = d.pick(("float32", "float64", "float16", "bfloat16"))
-    n, dim = d.rng.randint(1, 12), d.rng.randint(1, 6)
-    classes = d.rng.randint(1, max(1, n))
-    labels = [d.rng.randrange(classes) for _ in range(n)]
-    args = {"y_true": d.tensor(d.pick(("int64", "int32", dt)), d.pick(([n], [n], [n, 1])), labels)}
-    if d.chance(0.6):
-        raw = np.array([d.rng.gauss(0.0, 1.0) for _ in range(n * dim)]).reshape(n, dim)
-        raw /= np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
-        args["y_pred"] = d.tensor(dt, [n, dim], raw.reshape(-1).tolist())
-    else:
-        args["y_pred"] = d.floats(dt, [n, dim], -0.55, 0.55, edges=0.02)
-    d.maybe(args, "gamma", lambda: d.pick((80.0, 16.0, 1.0, 0.0, 256.0)), 0.5)
-    d.maybe(args, "margin", lambda: d.pick((0.4, 0.25, 0.0, 1.0, -0.5)), 0.4)
-    d.maybe(args, "remove_diagonal", lambda: d.chance(0.7), 0.3)
-    keras_common(d, args, dt, n)
-    d.maybe(args, "dtype", lambda: d.pick(("float16", "bfloat16", "mixed_float16", "mixed_bfloat16")), 0.15)
+def gen_poisson_nll(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3))
+    log_input = d.chance(0.5)
+    x = d.floats(dt, shape, -3.0, 3.0) if log_input else d.floats(dt, shape, 0.0, 5.0, edges=0.03)
+    target_shape = shape[:-1] + [1] if shape and d.chance(0.1) else shape
+    args = {"input": x, "target": d.counts(dt, target_shape)}
+    if not log_input or d.chance(0.3):
+        args["log_input"] = log_input
+    d.maybe(args, "full", lambda: d.chance(0.5), 0.4)
+    d.maybe(args, "eps", lambda: d.pick((1e-8, 0.0, 1e-3, 0.5, -1e-3)), 0.3)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
     return args
 
 
-HALF_AND_FULL = ("float32", "float64", "float16", "bfloat16")
+def gen_gaussian_nll(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3))
+    args = {"input": d.floats(dt, shape), "target": d.floats(dt, shape)}
+    form = d.pick(("full", "full", "drop_last", "ones", "float"))
+    if form == "float":
+        args["var"] = d.pick((1.0, 0.5, 2.0, 0.0, 1e-8))
+    else:
+        var_shape = {"full": shape, "drop_last": shape[:-1], "ones": shape[:-1] + [1]}[form]
+        vals = [d.pick((0.0, 1e-8, 1e-30, -1.0, "inf")) if d.chance(0.05) else d.rng.uniform(0.05, 3.0)
+                for _ in range(math.prod(var_shape))]
+        args["var"] = d.tensor(dt, var_shape, vals)
+    d.maybe(args, "full", lambda: d.chance(0.5), 0.4)
+    d.maybe(args, "eps", lambda: d.pick((1e-6, 0.0, 1e-3, 0.5)), 0.3)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    return args
 
 
-def keras_focal_common(d, args, dt, batch):
-    """keras_common, with float16/bfloat16 loss dtypes too (the focal losses run op by op in it)."""
-    keras_common(d, args, dt, batch)
-    if "dtype" in args and d.chance(0.5):
+def gen_kl_div(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3))
+    log_target = d.chance(0.4)
+    args = {"input": d.floats(dt, shape, -5.0, 0.0, edges=0.03)}
+    args["target"] = d.floats(dt, shape, -5.0, 0.0, edges=0.03) if log_target else d.probs(dt, shape)
+    if log_target or d.chance(0.3):
+        args["log_target"] = log_target
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS + ("batchmean",)), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def gen_linear_cross_entropy(d):
+    dt, c, k = d.float_dtype(), d.rng.randint(2, 5), d.rng.randint(1, 4)
+    batched = d.chance(0.8)
+    n = d.rng.randint(1, 4)
+    extra = [d.rng.randint(1, 3)] if batched and d.chance(0.15) else []
+    args = {"input": d.floats(dt, [n, k] if batched else [k], -2.0, 2.0, edges=0.02),
+            "linear_weight": d.floats(dt, [c] + extra + [k], -2.0, 2.0, edges=0.02)}
+    logits_shape = ([n, c] if batched else [c]) + extra
+    if d.chance(0.3):  # class probabilities
+        args["target"] = d.distribution(dt, logits_shape, axis=1 if batched else 0)
+    else:
+        args["target"] = d.labels(([n] if batched else []) + extra, c, extra=(-100,))
+        d.maybe(args, "ignore_index", lambda: d.pick((None, -100, 0, 1)), 0.3)
+    d.maybe(args, "linear_bias", lambda: d.floats(dt, [c] + extra, -1.0, 1.0, edges=0.0), 0.4)
+    d.maybe(args, "weight", lambda: d.probs(dt, [c], edges=0.0), 0.3)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5, 1.0)), 0.3)
+    return args
+
+
+def ctc_labels(d, n, s, classes, blank):
+    """(n, s) labels in [0, classes) other than `blank` (row-major, as a flat list)."""
+    allowed = [i for i in range(classes) if i != blank]
+    return [d.pick(allowed) for _ in range(n * s)]
+
+
+def gen_torch_ctc(d):
+    dt = d.float_dtype(half=0.05)
+    t, n, c, s = d.rng.randint(1, 6), d.rng.randint(1, 3), d.rng.randint(2, 5), d.rng.randint(1, 3)
+    blank = d.pick((0, 0, 0, c - 1))
+    unbatched = d.chance(0.15)
+    log_probs = d.floats(dt, [t, c] if unbatched else [t, n, c], -4.0, 0.0, edges=0.02)
+    in_len = [t if d.chance(0.7) else d.rng.randint(0, t) for _ in range(n)]
+    tgt_len = [d.rng.randint(0, s) for _ in range(n)]
+    idx = d.pick(("int64", "int64", "int32"))
+    if unbatched:
+        n, in_len, tgt_len = 1, in_len[:1], tgt_len[:1]
+        targets = d.tensor(idx, [s], ctc_labels(d, 1, s, c, blank))
+    elif d.chance(0.3):  # concatenated
+        targets = d.tensor(idx, [sum(tgt_len)], ctc_labels(d, 1, sum(tgt_len), c, blank))
+    else:
+        targets = d.tensor(idx, [n, s], ctc_labels(d, n, s, c, blank))
+    args = {"log_probs": log_probs, "targets": targets}
+    if d.chance(0.3):
+        args["input_lengths"], args["target_lengths"] = in_len, tgt_len
+    else:
+        lshape = [] if unbatched and d.chance(0.5) else [n]
+        args["input_lengths"] = d.tensor(idx, lshape, in_len)
+        args["target_lengths"] = d.tensor(idx, lshape, tgt_len)
+    if blank != 0 or d.chance(0.2):
+        args["blank"] = blank
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    d.maybe(args, "zero_infinity", lambda: d.chance(0.5), 0.4)
+    return args
+
+
+def gen_margin_ranking(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 2))
+    other = [1] if shape and d.chance(0.1) else shape
+    args = {"input1": d.floats(dt, shape), "input2": d.floats(dt, other), "target": d.signs(dt, shape)}
+    d.maybe(args, "margin", lambda: d.pick((0.0, 0.5, 1.0, -0.5)), 0.5)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def torch_signed(options):
+    """hinge_embedding / soft_margin: scores and +-1 targets of the same (sometimes broadcast) shape."""
+
+    def gen(d):
+        dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3))
+        target_shape = shape[:-1] + [1] if shape and d.chance(0.1) else shape
+        args = {"input": d.floats(dt, shape), "target": d.signs(dt, target_shape)}
+        for key, choices in options.items():
+            d.maybe(args, key, lambda c=choices: d.pick(c))
+        d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+        torch_legacy(d, args)
+        return args
+
+    return gen
+
+
+def gen_cosine_embedding(d):
+    dt, dim = d.float_dtype(), d.rng.randint(1, 4)
+    n = d.rng.randint(1, 4)
+    batched = d.chance(0.8)
+    shape = [n, dim] if batched else [dim]
+    args = {"input1": d.floats(dt, shape), "input2": d.floats(dt, shape),
+            "target": d.signs(d.pick((dt, dt, "int64")), [n] if batched else [])}
+    if batched and d.chance(0.2):  # parallel vectors, zero vectors
+        args["input2"] = d.tensor(dt, shape, [v if isinstance(v, float) else 0.0 for v in args["input1"]["data"]])
+    d.maybe(args, "margin", lambda: d.pick((0.0, 0.2, 0.5, -0.5)), 0.5)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def triplet_inputs(d):
+    dt, dim = d.float_dtype(), d.rng.randint(1, 4)
+    shape = d.pick(([d.rng.randint(1, 4), dim], [dim], [d.rng.randint(1, 4), dim]))
+    args = {"anchor": d.floats(dt, shape), "positive": d.floats(dt, shape), "negative": d.floats(dt, shape)}
+    if len(shape) == 2 and d.chance(0.1):
+        args["negative"] = d.floats(dt, [1, dim])
+    return args
+
+
+def gen_triplet_margin(d):
+    args = triplet_inputs(d)
+    d.maybe(args, "margin", lambda: d.pick((1.0, 0.5, 2.0, 0.0)), 0.4)
+    d.maybe(args, "p", lambda: d.pick((2.0, 1.0, 3.0, 1.5)), 0.4)
+    d.maybe(args, "eps", lambda: d.pick((1e-6, 0.0, 1e-3)), 0.3)
+    d.maybe(args, "swap", lambda: d.chance(0.5), 0.4)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def gen_triplet_distance(d):
+    args = triplet_inputs(d)
+    d.maybe(args, "distance_function", None, 0.1)  # a callable cannot cross the wire
+    d.maybe(args, "margin", lambda: d.pick((1.0, 0.5, 2.0, 0.0)), 0.4)
+    d.maybe(args, "swap", lambda: d.chance(0.5), 0.4)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    return args
+
+
+def gen_multi_margin(d):
+    dt, c = d.float_dtype(half=0.05), d.rng.randint(1, 5)
+    n = d.rng.randint(1, 4)
+    batched = d.chance(0.8)
+    args = {"input": d.floats(dt, [n, c] if batched else [c]),
+            "target": d.labels([n] if batched else d.pick(([], [1])), c, bad=0.03)}
+    d.maybe(args, "p", lambda: d.pick((1, 2)), 0.4)
+    d.maybe(args, "margin", lambda: d.pick((1.0, 0.0, 0.5, -1.0, 2.0)), 0.4)
+    d.maybe(args, "weight", lambda: d.probs(dt, [c], edges=0.0), 0.3)
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def gen_multilabel_margin(d):
+    dt, c = d.float_dtype(half=0.05), d.rng.randint(1, 5)
+    n = d.rng.randint(1, 4)
+    shape = [n, c] if d.chance(0.8) else [c]
+    rows = []
+    for _ in range(math.prod(shape[:-1])):
+        labels = d.rng.sample(range(c), d.rng.randint(0, c))
+        row = labels + [-1] * (c - len(labels))
+        if len(labels) < c - 1 and d.chance(0.3):  # ignored entries after the first -1
+            row[len(labels) + 1] = d.rng.randrange(c)
+        if d.chance(0.03):
+            row[0] = d.pick((c, -2))
+        rows += row
+    args = {"input": d.floats(dt, shape), "target": d.tensor("int64", shape, rows)}
+    d.maybe(args, "reduction", lambda: d.pick(TORCH_REDUCTIONS), 0.8)
+    torch_legacy(d, args)
+    return args
+
+
+def gen_tf_weighted(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3))
+    args = {"labels": d.probs(dt, shape), "logits": d.floats(dt, shape, -10.0, 10.0)}
+    if shape and d.chance(0.3):
+        args["pos_weight"] = d.floats(dt, shape[-1:], 0.0, 3.0, edges=0.0)
+    else:
+        args["pos_weight"] = d.pick((1.0, 0.5, 2.0, 0.0, -1.0, 3))
+    d.maybe(args, "name", "loss", 0.1)
+    return args
+
+
+def gen_tf_log_poisson(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3))
+    args = {"targets": d.counts(dt, shape), "log_input": d.floats(dt, shape)}
+    d.maybe(args, "compute_full_loss", lambda: d.chance(0.5), 0.5)
+    d.maybe(args, "name", "loss", 0.1)
+    return args
+
+
+def gen_tf_l2(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3), 0 if d.chance(0.05) else 1)
+    args = {"t": d.floats(dt, shape, -10.0, 10.0)}
+    d.maybe(args, "name", "loss", 0.1)
+    return args
+
+
+def gen_tf_ctc(d):
+    dt = d.pick(("float32", "float32", "float32", "float16", "bfloat16", "float64"))
+    t, n, c, s = d.rng.randint(1, 6), d.rng.randint(1, 3), d.rng.randint(2, 5), d.rng.randint(1, 3)
+    time_major = d.chance(0.6)
+    blank_index = d.pick((None, None, 0, c - 1, -1))
+    blank = 0 if blank_index is None else blank_index % c
+    idx = d.pick(("int32", "int64"))
+    args = {"labels": d.tensor(idx, [n, s], ctc_labels(d, n, s, c, blank)),
+            "logits": d.floats(dt, [t, n, c] if time_major else [n, t, c], -4.0, 4.0, edges=0.02)}
+    label_length = [d.rng.randint(1, s) for _ in range(n)]
+    logit_length = [t if d.chance(0.7) else d.rng.randint(1, t) for _ in range(n)]
+    as_list = d.chance(0.3)
+    args["label_length"] = label_length if as_list else d.tensor(idx, [n], label_length)
+    args["logit_length"] = logit_length if as_list else d.tensor(idx, [n], logit_length)
+    if not time_major or d.chance(0.3):
+        args["logits_time_major"] = time_major
+    if blank_index is not None or d.chance(0.1):
+        args["blank_index"] = blank_index
+    d.maybe(args, "name", "loss", 0.1)
+    return args
+
+
+def keras_dtype_options(d, args):
+    """A computation dtype now and then: float16 and bfloat16 too."""
+    if d.chance(0.05):
         args["dtype"] = d.pick(("float16", "bfloat16"))
     return args
 
 
-def gen_keras_bfce(d):
-    dt, shape = d.pick(HALF_AND_FULL), d.dims(d.rng.randint(1, 3))
+def keras_shaped(make_true, make_pred, rank=(1, 3), extra=None, low=1, high=4):
+    """A Keras loss over same-shape y_true and y_pred, with constructor options from `extra`."""
+
+    def gen(d):
+        dt, shape = d.float_dtype(), d.dims(d.rng.randint(*rank), low, high)
+        args = {"y_true": make_true(d, dt, shape), "y_pred": make_pred(d, dt, shape)}
+        for key, options in (extra or {}).items():
+            d.maybe(args, key, lambda o=options: d.pick(o))
+        keras_common(d, args, dt, shape[0])
+        return keras_dtype_options(d, args)
+
+    return gen
+
+
+def keras_floats(d, dt, shape):
+    return d.floats(dt, shape)
+
+
+def keras_rates(d, dt, shape):
+    return d.floats(dt, shape, 0.0, 5.0, edges=0.03)
+
+
+def keras_distribution(d, dt, shape):
+    return d.distribution(dt, shape) if d.chance(0.8) else d.probs(dt, shape)
+
+
+def keras_hinge_labels(d, dt, shape):
+    return d.binary(dt, shape) if d.chance(0.4) else d.signs(dt, shape)
+
+
+def keras_onehot(d, dt, shape):
+    return d.distribution(dt, shape, onehot=True)
+
+
+def gen_keras_cosine(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 4))
+    args = {"y_true": d.floats(dt, shape), "y_pred": d.floats(dt, shape)}
+    if d.chance(0.1):
+        args["y_pred"] = d.tensor(dt, shape, [0.0] * math.prod(shape))
+    d.maybe(args, "axis", lambda: d.pick((-1, 0, len(shape) - 1, None, -len(shape))), 0.3)
+    keras_common(d, args, dt, shape[0])
+    return keras_dtype_options(d, args)
+
+
+def gen_keras_overlap(tversky):
+    def gen(d):
+        dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 4))
+        args = {"y_true": d.binary(dt, shape) if d.chance(0.7) else d.probs(dt, shape), "y_pred": d.probs(dt, shape)}
+        rank = len(shape)
+        axes = [None, -1, 0] + ([[1, 2], 1] if rank == 3 else [1] if rank == 2 else [])
+        d.maybe(args, "axis", lambda: d.pick(axes), 0.6)
+        if tversky:
+            d.maybe(args, "alpha", lambda: d.pick((0.5, 0.3, 0.7, 0.0, 1.0)), 0.6)
+            d.maybe(args, "beta", lambda: d.pick((0.5, 0.3, 0.7, 0.0, 1.0)), 0.6)
+        keras_common(d, args, dt, shape[0])
+        return keras_dtype_options(d, args)
+
+    return gen
+
+
+def gen_keras_ctc(d):
+    dt = d.float_dtype()
+    t, n, c, s = d.rng.randint(1, 6), d.rng.randint(1, 3), d.rng.randint(2, 5), d.rng.randint(1, 3)
+    labels = [d.rng.randrange(1, c) if d.chance(0.8) else 0 for _ in range(n * s)]
+    args = {"y_true": d.tensor(d.pick(("int32", "int64", dt)), [n, s], labels),
+            "y_pred": d.floats(dt, [n, t, c], -4.0, 4.0, edges=0.02)}
+    keras_common(d, args, dt, n)
+    return args
+
+
+def gen_keras_gce(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3), 1, 5)
+    c = shape[-1]
+    args = {"y_true": d.labels(shape[:-1], c, d.pick(("int64", "int32", dt)), extra=(-1, c + 1)),
+            "y_pred": d.distribution(dt, shape) if d.chance(0.8) else d.probs(dt, shape)}
+    d.maybe(args, "q", lambda: d.pick((0.5, 0.1, 0.7, 0.99, 1e-3)), 0.5)
+    keras_common(d, args, dt, shape[0] if len(shape) > 1 else None)
+    return keras_dtype_options(d, args)
+
+
+def gen_keras_binary_focal(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3))
     from_logits = d.chance(0.5)
     y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.probs(dt, shape)
     args = {"y_true": d.pick((d.binary, d.probs))(dt, shape), "y_pred": y_pred}
     if from_logits or d.chance(0.3):
         args["from_logits"] = from_logits
-    d.maybe(args, "apply_class_balancing", lambda: d.chance(0.7), 0.4)
-    d.maybe(args, "alpha", lambda: d.pick((0.25, 0.5, 0.0, 1.0, 0.9)), 0.3)
-    d.maybe(args, "gamma", lambda: d.pick((0.0, 1.0, 2.0, 2.5, 5.0)), 0.4)
+    d.maybe(args, "apply_class_balancing", lambda: d.chance(0.5), 0.4)
+    d.maybe(args, "alpha", lambda: d.pick((0.25, 0.5, 0.0, 1.0)), 0.3)
+    d.maybe(args, "gamma", lambda: d.pick((2.0, 0.0, 1.0, 0.5, 3.0)), 0.4)
     d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5)), 0.3)
-    axes = [-1, 0, None] + ([[0, 1]] if len(shape) > 1 else [])
-    d.maybe(args, "axis", lambda: d.pick(axes), 0.2)
-    return keras_focal_common(d, args, dt, shape[0])
+    d.maybe(args, "axis", lambda: d.pick((-1, 0)), 0.2)
+    keras_common(d, args, dt, shape[0])
+    return keras_dtype_options(d, args)
 
 
-def gen_keras_cfce(d):
-    dt, shape = d.pick(HALF_AND_FULL), d.dims(d.rng.randint(1, 3), 1, 5)
-    axis = d.pick((-1, -1, 0)) if len(shape) > 1 else -1
+def gen_keras_categorical_focal(d):
+    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3), 1, 5)
     from_logits = d.chance(0.5)
-    y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.distribution(dt, shape, axis=axis)
-    args = {"y_true": d.distribution(dt, shape, axis=axis, onehot=d.chance(0.6)), "y_pred": y_pred}
+    y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.distribution(dt, shape)
+    args = {"y_true": d.distribution(dt, shape, onehot=d.chance(0.6)), "y_pred": y_pred}
     if from_logits or d.chance(0.3):
         args["from_logits"] = from_logits
-    if axis != -1 or d.chance(0.1):
-        args["axis"] = axis
-    c = shape[-1]  # a per-class alpha broadcasts against the last axis
-    d.maybe(args, "alpha", lambda: d.pick((
-        lambda: d.pick((0.25, 0.5, 1.0, 2.0)),
-        lambda: [d.rng.randint(0, 3) for _ in range(c)],
-        lambda: d.probs(dt, [c], edges=0.0),
-    ))(), 0.4)
-    d.maybe(args, "gamma", lambda: d.pick((0.0, 1.0, 2.0, 2.5, 5.0)), 0.4)
+    d.maybe(args, "alpha", lambda: d.pick((0.25, 0.5, 1.0)) if d.chance(0.7)  # or per class, as a tensor
+            else d.probs("float32", shape[-1:], edges=0.0), 0.3)
+    d.maybe(args, "gamma", lambda: d.pick((2.0, 0.0, 1.0, 0.5)), 0.4)
     d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5)), 0.3)
-    return keras_focal_common(d, args, dt, shape[0])
+    d.maybe(args, "axis", lambda: d.pick((-1, 0)), 0.2)
+    keras_common(d, args, dt, shape[0])
+    return keras_dtype_options(d, args)
 
+
+def gen_keras_circle(d):
+    dt, n, dim = d.float_dtype(), d.rng.randint(1, 5), d.rng.randint(1, 4)
+    raw = np.array([d.rng.gauss(0.0, 1.0) for _ in range(n * dim)]).reshape(n, dim)
+    if d.chance(0.8):
+        raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    args = {"y_true": d.labels([n], d.rng.randint(1, 3), d.pick(("int32", "int64", dt)), bad=0.0),
+            "y_pred": d.tensor(dt, [n, dim], raw.reshape(-1).tolist())}
+    d.maybe(args, "gamma", lambda: d.pick((80.0, 1.0, 10.0, 0.0)), 0.5)
+    d.maybe(args, "margin", lambda: d.pick((0.4, 0.0, 0.25, 1.0)), 0.4)
+    d.maybe(args, "remove_diagonal", lambda: d.chance(0.5), 0.3)
+    keras_common(d, args, dt, n)
+    return args
 
 F = "torch.nn.functional."
 K = "tf.keras.losses."
@@ -392,24 +723,65 @@ GENERATORS = {
     K + "BinaryCrossentropy": gen_keras_bce,
     K + "CategoricalCrossentropy": gen_keras_cce,
     K + "SparseCategoricalCrossentropy": gen_keras_scce,
+    F + "poisson_nll_loss": gen_poisson_nll,
+    F + "gaussian_nll_loss": gen_gaussian_nll,
+    F + "kl_div": gen_kl_div,
+    F + "linear_cross_entropy": gen_linear_cross_entropy,
+    F + "ctc_loss": gen_torch_ctc,
+    F + "margin_ranking_loss": gen_margin_ranking,
+    F + "hinge_embedding_loss": torch_signed({"margin": (1.0, 0.0, 0.5, -1.0, 2.0)}),
+    F + "soft_margin_loss": torch_signed({}),
+    F + "cosine_embedding_loss": gen_cosine_embedding,
+    F + "triplet_margin_loss": gen_triplet_margin,
+    F + "triplet_margin_with_distance_loss": gen_triplet_distance,
+    F + "multi_margin_loss": gen_multi_margin,
+    F + "multilabel_margin_loss": gen_multilabel_margin,
+    "tf.nn.weighted_cross_entropy_with_logits": gen_tf_weighted,
+    "tf.nn.log_poisson_loss": gen_tf_log_poisson,
+    "tf.nn.l2_loss": gen_tf_l2,
+    "tf.nn.ctc_loss": gen_tf_ctc,
+    K + "Poisson": keras_shaped(keras_rates, keras_rates),
+    K + "KLDivergence": keras_shaped(keras_distribution, keras_distribution),
+    K + "LogCosh": keras_shaped(keras_floats, keras_floats),
+    K + "MeanAbsolutePercentageError": keras_shaped(keras_floats, keras_floats),
+    K + "MeanSquaredLogarithmicError": keras_shaped(keras_rates, keras_rates),
+    K + "CosineSimilarity": gen_keras_cosine,
+    K + "Hinge": keras_shaped(keras_hinge_labels, keras_floats),
+    K + "SquaredHinge": keras_shaped(keras_hinge_labels, keras_floats),
+    K + "CategoricalHinge": keras_shaped(keras_onehot, keras_floats, high=5),
+    K + "Dice": gen_keras_overlap(tversky=False),
+    K + "Tversky": gen_keras_overlap(tversky=True),
+    K + "CTC": gen_keras_ctc,
+    K + "CategoricalGeneralizedCrossEntropy": gen_keras_gce,
+    K + "BinaryFocalCrossentropy": gen_keras_binary_focal,
+    K + "CategoricalFocalCrossentropy": gen_keras_categorical_focal,
     K + "Circle": gen_keras_circle,
-    K + "BinaryFocalCrossentropy": gen_keras_bfce,
-    K + "CategoricalFocalCrossentropy": gen_keras_cfce,
 }
 
 # The tensor a backend computes on, and the one it compares against, per API family.
 PRED_TARGET = {F: ("input", "target"), "tf.nn.": ("logits", "labels"), K: ("y_pred", "y_true")}
+# APIs whose tensors have other names (None: no second tensor to misshape).
+PRED_TARGET_API = {
+    F + "ctc_loss": ("log_probs", "targets"),
+    F + "margin_ranking_loss": ("input1", "target"),
+    F + "cosine_embedding_loss": ("input1", "input2"),
+    F + "triplet_margin_loss": ("anchor", "positive"),
+    F + "triplet_margin_with_distance_loss": ("anchor", "positive"),
+    F + "linear_cross_entropy": ("input", "linear_weight"),
+    "tf.nn.log_poisson_loss": ("log_input", "targets"),
+    "tf.nn.l2_loss": ("t", None),
+}
 
 
 def invalidate(d, api, args):
     """Turns a valid call into an invalid one in one of a few ways every backend must reject."""
-    pred, target = next(v for k, v in PRED_TARGET.items() if api.startswith(k))
+    pred, target = PRED_TARGET_API.get(api) or next(v for k, v in PRED_TARGET.items() if api.startswith(k))
     how = d.pick(("reduction", "keyword", "shape", "dtype"))
     if how == "reduction" and not api.startswith("tf.nn."):
         args["reduction"] = "avg"
     elif how == "keyword":
         args["no_such_option"] = 1
-    elif how == "shape" and args[target]["shape"]:
+    elif how == "shape" and target and args[target]["shape"]:
         t = args[target]
         shape = t["shape"][:-1] + [t["shape"][-1] + 1]
         args[target] = d.floats(t["dtype"], shape) if t["dtype"].startswith("float") else d.labels(shape, 2)
@@ -430,7 +802,7 @@ def draw_call(d, api):
 
 
 def mismatching_elements(expected, actual, dtype):
-    """(index, expected, actual) of elements outside tolerance; NaN matches NaN, inf itself."""
+    """(index, expected, actual) of elements outside `dtype`'s tolerance; NaN matches NaN, inf itself."""
     rtol, atol = TOLERANCES.get(dtype, (0.0, 0.0))
     out = []
     for i, (e, a) in enumerate(zip(expected, actual)):
@@ -444,8 +816,17 @@ def mismatching_elements(expected, actual, dtype):
     return out
 
 
-def compare(expected, actual):
-    """None when the outcomes agree, else a short reason. Outcomes are (kind, payload) pairs."""
+def coarser(dtype, other):
+    """Of two dtypes, the one with the looser tolerance (`dtype` when `other` is None or no float)."""
+    if other not in TOLERANCES or dtype not in TOLERANCES:
+        return dtype
+    return other if TOLERANCES[other][0] > TOLERANCES[dtype][0] else dtype
+
+
+def compare(expected, actual, computed_in=None):
+    """None when the outcomes agree, else a short reason. Outcomes are (kind, payload) pairs.
+    `computed_in`: the dtype the value was computed in, when coarser than its own (judged at that
+    dtype's tolerance)."""
     (ekind, e), (akind, a) = expected, actual
     if akind in ("unsupported",):
         return None
@@ -457,7 +838,7 @@ def compare(expected, actual):
         return f"{a.get('dtype')}{a.get('shape')}, expected {e['dtype']}{e['shape']}"
     if len(a.get("data", [])) != len(e["data"]):
         return f"{len(a.get('data', []))} elements for shape {a['shape']}"
-    bad = mismatching_elements(e["data"], a["data"], e["dtype"])
+    bad = mismatching_elements(e["data"], a["data"], coarser(e["dtype"], computed_in))
     if not bad:
         return None
     shown = ", ".join(f"[{i}] {x!r} vs {y!r}" for i, x, y in bad[:3])
@@ -465,8 +846,11 @@ def compare(expected, actual):
     return f"{len(bad)} of {len(e['data'])} elements differ: {shown}{more}"
 
 
-def compare_gradients(expected, actual):
-    """`compare` for backward outcomes, whose values are {argument name: gradient}."""
+def compare_gradients(expected, actual, loss_dtype=None):
+    """`compare` for backward outcomes, whose values are {argument name: gradient}. As the suite
+    does (src/compare.rs, gradient_tolerance), a gradient is judged at the tolerance of the coarser
+    of its argument's dtype and `loss_dtype`, the dtype the loss was computed in (Keras computes
+    float64 inputs in float32 and casts the gradient back)."""
     (ekind, e), (akind, a) = expected, actual
     if akind == "unsupported" or ekind != "value" or akind != "value":
         return compare(expected, actual)
@@ -474,7 +858,8 @@ def compare_gradients(expected, actual):
         return f"gradients for {sorted(a) if isinstance(a, dict) else a!r}, expected {sorted(e)}"
     reasons = []
     for name in e:
-        reason = compare(("value", e[name]), ("value", a[name]) if isinstance(a[name], dict) else ("value", {}))
+        reason = compare(("value", e[name]), ("value", a[name]) if isinstance(a[name], dict) else ("value", {}),
+                         loss_dtype)
         if reason:
             reasons.append(f"{name}: {reason}")
     return "; ".join(reasons) or None
@@ -664,14 +1049,15 @@ def check_backward(server, apis, n, seed, verbose, differentiable):
                 stats[api]["no wrt"] += 1
                 continue
             try:
-                grad_output = draw_grad_output(g, frameworks.evaluate(api, args))
+                forward = frameworks.evaluate(api, args)
+                grad_output = draw_grad_output(g, forward)
                 expected = frameworks.backward(api, args, wrt, grad_output)
             except frameworks.UnclassifiedError as exc:
                 stats[api]["unclassified"] += 1
                 print(f"UNCLASSIFIED {exc}")
                 continue
             actual = server.backward(api, args, wrt, grad_output)
-            reason = compare_gradients(expected, actual)
+            reason = compare_gradients(expected, actual, forward[1]["dtype"] if forward[0] == "value" else None)
             if actual[0] == "unsupported":
                 stats[api]["unsupported"] += 1
             elif reason is None:

@@ -6,6 +6,7 @@
 //! cast, and `mean_squared_logarithmic_error` clamps with a float32 epsilon tensor, which
 //! promotes float16/bfloat16 inputs to float32 until the reduction casts back.
 
+use super::focal::tf_sigmoid;
 use super::reduction::{only_known, Common};
 use super::{elementwise, mean_axis, Inputs, EPSILON};
 use super::{elementwise_backward, tf_sign, Fold};
@@ -124,8 +125,10 @@ fn mean_squared_logarithmic_error(a: &Args) -> Result<Tensor, CallError> {
     inp.finish(values, None, c)
 }
 
-/// `x + softplus(-2x) - log 2` with `x = y_pred - y_true`: TF's `SoftplusGrad` kernel
-/// `g / (exp(-features) + 1)`, then `Mul` by -2; `x` adds its two paths.
+/// `x + softplus(-2x) - log 2` with `x = y_pred - y_true`: TF registers the gradient of
+/// `Softplus` as `grad * sigmoid(features)` (tensorflow/python/ops/nn_grad.py, not the
+/// `SoftplusGrad` kernel), then `Mul` by -2; `x` adds its two paths. In float16 the two forms
+/// round differently (a few ulps apart once `g - 2 g_sp` cancels).
 fn log_cosh_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
     only_known(a, &[])?;
     let c = Common::read(a)?;
@@ -137,7 +140,7 @@ fn log_cosh_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
     };
     elementwise_backward(a, b, c, p, Fold::Mean, f, |t, y, g| {
         let features = p.r(p.r(y - t) * -2.0);
-        let g_sp = p.r(g / p.r(p.exp(-features) + 1.0));
+        let g_sp = p.r(g * tf_sigmoid(p, features));
         let g_x = p.r(g + p.r(g_sp * -2.0));
         (-g_x, g_x)
     })
