@@ -511,6 +511,15 @@ fn huber_elements_backward(
 /// mean), behind autograd through `loss * weight` and its reduction when weighted.
 pub fn huber_loss_backward(args: &Args, b: &Backward) -> Result<Gradients, CallError> {
     let (input, target) = read_pair(args)?;
+    // The forward promotes mixed dtypes, but `huber_loss_backward`'s TensorIterator does not:
+    // a target of another dtype (an integer, or float64 against float32) fails the backward.
+    if target.dt != input.dt {
+        return Err(CallError::dtype(format!(
+            "Found dtype {} but expected {}",
+            super::torch_dtype_name(target.dt),
+            super::torch_dtype_name(input.dt)
+        )));
+    }
     let req = reduction::read(args, false)?;
     let delta = float_arg(args, "delta", 1.0)?;
     let weight = args.opt_tensor("weight")?.map(Arr::of);
