@@ -30,6 +30,14 @@ const NOT_THE_DERIVATIVE: &[(&str, &str)] = &[
         "at a logit of exactly 0 TF's Abs and Relu gradients are 0, which drops the softplus term of a smooth loss (torch gives the derivative)",
     ),
     (
+        "hinge/hinge/batch_wide_conversion/",
+        "Keras Hinge maps y_true from {0, 1} to {-1, 1} only when every label is 0 or 1: a perturbed label switches the conversion off, so the loss is discontinuous in y_true there (TF's gradient is the converted branch's)",
+    ),
+    (
+        "hinge/squared_hinge/batch_wide_conversion/",
+        "Keras SquaredHinge maps y_true from {0, 1} to {-1, 1} only when every label is 0 or 1: a perturbed label switches the conversion off, so the loss is discontinuous in y_true there",
+    ),
+    (
         "ctc_loss/torch/",
         "PyTorch's CTC backward returns exp(log_probs) - posterior, the gradient for the logits before log_softmax, not d loss / d log_probs",
     ),
