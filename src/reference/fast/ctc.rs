@@ -495,6 +495,12 @@ pub fn backward(call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
     if p.red == Red::None && g.len() != p.n {
         return None;
     }
+    // PyTorch's `exp(lp) - exp(lcab + nll - lp)` is NaN wherever `lp` is -inf (even for a class
+    // no state uses: -inf - -inf) and overflows for huge `lp`; the general kernel reproduces
+    // that literally, so any such value (not only those of the emitted classes) goes there.
+    if p.lp.iter().any(|v| !(v.abs() <= 700.0)) {
+        return None;
+    }
     let per: Option<Vec<Vec<f64>>> = (0..p.n)
         .into_par_iter()
         .map(|b| {
