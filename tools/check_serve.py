@@ -523,13 +523,13 @@ def gen_multilabel_margin(d):
 
 
 def gen_tf_weighted(d):
-    dt, shape = d.float_dtype(), d.dims(d.rng.randint(0, 3))
-    args = {"labels": d.probs(dt, shape), "logits": d.floats(dt, shape, -10.0, 10.0)}
+    """The sigmoid loss's arguments plus pos_weight: a number, or a tensor over the last axis."""
+    args = gen_tf_sigmoid(d)
+    dt, shape = args["logits"]["dtype"], args["logits"]["shape"]
     if shape and d.chance(0.3):
         args["pos_weight"] = d.floats(dt, shape[-1:], 0.0, 3.0, edges=0.0)
     else:
         args["pos_weight"] = d.pick((1.0, 0.5, 2.0, 0.0, -1.0, 3))
-    d.maybe(args, "name", "loss", 0.1)
     return args
 
 

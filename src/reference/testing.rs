@@ -39,3 +39,23 @@ pub fn kind(o: Outcome) -> ErrorKind {
 pub fn values(o: Outcome) -> Vec<f64> {
     value(o).to_f64_vec()
 }
+
+/// The reference's gradients of `api` (all ones as `grad_output`) with respect to `wrt`, in
+/// that order; panics with the outcome when it is not a value.
+pub fn gradients(api: &str, args: &[(&str, Value)], wrt: &[&str]) -> Vec<Vec<f64>> {
+    let call = Call {
+        api: api.into(),
+        args: args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    };
+    let wrt: Vec<String> = wrt.iter().map(|w| w.to_string()).collect();
+    match Reference.backward(&call, &wrt, None) {
+        Outcome::Value(mut g) => wrt
+            .iter()
+            .map(|w| g.remove(w).expect("every asked gradient").to_f64_vec())
+            .collect(),
+        other => panic!("{api}: expected gradients, got {other:?}"),
+    }
+}

@@ -468,22 +468,7 @@ mod tests {
 
     /// The gradients of `sum(loss)` (grad_output all ones) with respect to `wrt`.
     fn grads(args: &[(&str, Value)], wrt: &[&str]) -> Vec<Vec<f64>> {
-        use crate::backend::{Backend, Call, Outcome};
-        let call = Call {
-            api: "tf.keras.losses.Circle".into(),
-            args: args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        };
-        let wrt: Vec<String> = wrt.iter().map(|w| w.to_string()).collect();
-        match crate::reference::Reference.backward(&call, &wrt, None) {
-            Outcome::Value(mut g) => wrt
-                .iter()
-                .map(|w| g.remove(w).expect("gradient").to_f64_vec())
-                .collect(),
-            other => panic!("{other:?}"),
-        }
+        crate::reference::testing::gradients("tf.keras.losses.Circle", args, wrt)
     }
 
     /// Rows without a positive (or negative) pair have a `-inf` logsumexp whose backward is

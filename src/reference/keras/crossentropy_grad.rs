@@ -79,12 +79,7 @@ pub(super) fn binary_crossentropy_backward(a: &Args, b: &Backward) -> Result<Gra
     let axis = a.opt_i64("axis", Some(-1))?;
     let inp = Inputs::read(a, c)?;
     let keep = p.r(1.0 - ls);
-    let target = if ls != 0.0 {
-        let add = p.r(0.5 * ls);
-        inp.y_true.map(|t| p.r(p.r(t * keep) + add))
-    } else {
-        inp.y_true.clone()
-    };
+    let target = super::binary_target(p, &inp.y_true, &inp.y_pred, ls)?;
     let output = &inp.y_pred;
     let (lo, hi) = (p.r(super::EPSILON), p.r(1.0 - super::EPSILON));
     let clipped = |o: f64| if o.is_nan() { o } else { o.max(lo).min(hi) };

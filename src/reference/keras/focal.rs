@@ -12,7 +12,7 @@ use super::crossentropy_grad::{clip_pass, log_grad, sigmoid_xent_backward};
 use super::reduction::{
     collect, mean_axes_backward, only_known, py_float, reduce_to, tf_mean, tf_sum, Common,
 };
-use super::{clip, reduce_axis_index, Inputs};
+use super::{binary_target, clip, reduce_axis_index, Inputs};
 use crate::backend::{CallError, Gradients, Value};
 use crate::reference::tf_nn::nd::{canonical_axis, Fp, Nd};
 use crate::reference::tf_nn::sigmoid_xent;
@@ -227,26 +227,8 @@ impl BinaryFocal {
 
     /// The inputs and the (smoothed) target, after the backend's rank and shape checks.
     fn inputs(&self, a: &Args) -> Result<(Inputs, Nd), CallError> {
-        let p = self.c.fp();
         let inp = Inputs::read(a, self.c)?;
-        let mut target = inp.y_true.clone();
-        if self.label_smoothing != 0.0 {
-            let (keep, add) = (self.keep(), p.r(0.5 * self.label_smoothing));
-            target = target.map(|t| p.r(p.r(t * keep) + add));
-        }
-        let output = &inp.y_pred;
-        if target.rank() != output.rank() {
-            return Err(CallError::shape(format!(
-                "Arguments `target` and `output` must have the same rank (ndim). Received: target.shape={:?}, output.shape={:?}",
-                target.shape, output.shape
-            )));
-        }
-        if target.shape != output.shape {
-            return Err(CallError::shape(format!(
-                "Arguments `target` and `output` must have the same shape. Received: target.shape={:?}, output.shape={:?}",
-                target.shape, output.shape
-            )));
-        }
+        let target = binary_target(self.c.fp(), &inp.y_true, &inp.y_pred, self.label_smoothing)?;
         Ok((inp, target))
     }
 
@@ -688,18 +670,7 @@ pub(super) mod tests {
 
     /// The gradients of `class` for `args` (all ones as `grad_output`), keyed by argument.
     fn grads(class: &str, args: &[(&str, Value)], wrt: &[&str]) -> Vec<Vec<f64>> {
-        let call = Call {
-            api: format!("tf.keras.losses.{class}"),
-            args: args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        };
-        let wrt: Vec<String> = wrt.iter().map(|w| w.to_string()).collect();
-        match Reference.backward(&call, &wrt, None) {
-            Outcome::Value(g) => wrt.iter().map(|w| g[w].to_f64_vec()).collect(),
-            other => panic!("expected gradients, got {other:?}"),
-        }
+        crate::reference::testing::gradients(&format!("tf.keras.losses.{class}"), args, wrt)
     }
 
     fn all_close(a: &[f64], b: &[f64], rtol: f64) {

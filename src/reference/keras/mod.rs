@@ -365,6 +365,25 @@ fn clip(p: Fp, x: f64) -> f64 {
     }
 }
 
+/// The target of the TF backend's `binary_crossentropy`: `y_true` smoothed towards 0.5 by
+/// `label_smoothing` (`t * (1 - ls) + 0.5 ls` in the loss dtype), after its rank and shape
+/// checks against `output`.
+fn binary_target(p: Fp, y_true: &Nd, output: &Nd, ls: f64) -> Result<Nd, CallError> {
+    let mut target = y_true.clone();
+    if ls != 0.0 {
+        let (keep, add) = (p.r(1.0 - ls), p.r(0.5 * ls));
+        target = target.map(|t| p.r(p.r(t * keep) + add));
+    }
+    if target.rank() != output.rank() {
+        return Err(CallError::shape(format!(
+            "Arguments `target` and `output` must have the same rank (ndim). Received: target.shape={:?}, output.shape={:?}",
+            target.shape, output.shape
+        )));
+    }
+    same_shape(&target, output)?;
+    Ok(target)
+}
+
 fn binary_crossentropy(a: &Args) -> Result<Tensor, CallError> {
     only_known(a, &["from_logits", "label_smoothing", "axis"])?;
     let c = Common::read(a)?;
@@ -373,19 +392,8 @@ fn binary_crossentropy(a: &Args) -> Result<Tensor, CallError> {
     let ls = py_float(a, "label_smoothing", 0.0)?;
     let axis = a.opt_i64("axis", Some(-1))?;
     let inp = Inputs::read(a, c)?;
-    let mut target = inp.y_true.clone();
-    if ls != 0.0 {
-        let (keep, add) = (p.r(1.0 - ls), p.r(0.5 * ls));
-        target = target.map(|t| p.r(p.r(t * keep) + add));
-    }
+    let target = binary_target(p, &inp.y_true, &inp.y_pred, ls)?;
     let output = &inp.y_pred;
-    if target.rank() != output.rank() {
-        return Err(CallError::shape(format!(
-            "Arguments `target` and `output` must have the same rank (ndim). Received: target.shape={:?}, output.shape={:?}",
-            target.shape, output.shape
-        )));
-    }
-    same_shape(&target, output)?;
     let terms = if from_logits {
         target.zip(output, |z, x| sigmoid_xent(p, z, x))?
     } else {

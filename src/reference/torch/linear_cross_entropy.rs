@@ -464,21 +464,7 @@ mod tests {
     }
 
     fn grads(api: &str, args: &[(&str, Value)], wrt: &[&str]) -> Vec<Vec<f64>> {
-        let call = Call {
-            api: format!("torch.nn.functional.{api}"),
-            args: args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        };
-        let wrt: Vec<String> = wrt.iter().map(|w| w.to_string()).collect();
-        match Reference.backward(&call, &wrt, None) {
-            Outcome::Value(mut g) => wrt
-                .iter()
-                .map(|w| g.remove(w).expect("gradient").to_f64_vec())
-                .collect(),
-            other => panic!("{other:?}"),
-        }
+        crate::reference::testing::gradients(&format!("torch.nn.functional.{api}"), args, wrt)
     }
 
     #[test]
