@@ -224,6 +224,29 @@ impl Tensor {
     }
 
     /// Builds a float tensor of `dtype` from an ndarray, rounding each element.
+    /// A float tensor whose values the caller has already rounded to `dtype` (the fast kernels
+    /// round each block while it is in cache, so that a large gradient is not read and written
+    /// a second time here). Debug builds check every value.
+    pub(crate) fn from_rounded_f64(
+        dtype: DType,
+        shape: Vec<usize>,
+        data: Vec<f64>,
+    ) -> Result<Tensor, TensorError> {
+        check_len(&shape, data.len())?;
+        if !dtype.is_float() {
+            return Err(TensorError(format!("{dtype} is not a float dtype")));
+        }
+        debug_assert!(
+            data.iter().all(|&x| x.is_nan() || dtype.round(x) == x),
+            "a value is not rounded to {dtype}"
+        );
+        Ok(Tensor {
+            dtype,
+            shape,
+            data: Data::Float(data),
+        })
+    }
+
     pub fn from_array(dtype: DType, a: &ndarray::ArrayD<f64>) -> Tensor {
         let shape = a.shape().to_vec();
         let data = a.iter().copied().collect();

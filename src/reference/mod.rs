@@ -80,16 +80,12 @@ fn check_signature(call: &Call) -> Result<(), CallError> {
     Ok(())
 }
 
-/// Checks a backward request, runs the gradient kernel (or a fast path) and shapes its answer:
-/// one gradient per `wrt` name, with that argument's shape and dtype.
-fn backward_with(
-    kernel: GradientKernel,
-    call: &Call,
-    wrt: &[String],
-    grad_output: Option<&Tensor>,
-    output: &Tensor,
-) -> Result<Gradients, CallError> {
-    let mut targets: Vec<(&String, &Tensor)> = Vec::new();
+/// The arguments a backward request names, each a floating-point tensor of the call.
+fn targets<'a>(
+    call: &'a Call,
+    wrt: &'a [String],
+) -> Result<Vec<(&'a String, &'a Tensor)>, CallError> {
+    let mut targets = Vec::new();
     for name in wrt {
         match call.args.get(name) {
             Some(Value::Tensor(t)) if t.dtype().is_float() => targets.push((name, t)),
@@ -106,6 +102,18 @@ fn backward_with(
             }
         }
     }
+    Ok(targets)
+}
+
+/// Checks a backward request, runs the gradient kernel (or a fast path) and shapes its answer.
+fn backward_with(
+    kernel: GradientKernel,
+    call: &Call,
+    wrt: &[String],
+    grad_output: Option<&Tensor>,
+    output: &Tensor,
+) -> Result<Gradients, CallError> {
+    let targets = targets(call, wrt)?;
     let ones;
     let grad_output = match grad_output {
         Some(g) => {
@@ -125,7 +133,7 @@ fn backward_with(
             &ones
         }
     };
-    let mut grads = match fast::backward(call, wrt, grad_output) {
+    let grads = match fast::backward(call, wrt, grad_output) {
         Some(r) => r?,
         None => {
             let args = Args::new(&call.api, &call.args);
@@ -137,6 +145,16 @@ fn backward_with(
             kernel(&args, &request)?
         }
     };
+    answer(call, targets, grads)
+}
+
+/// The kernel's gradients as the answer: one per `wrt` name, with that argument's shape and
+/// dtype.
+fn answer(
+    call: &Call,
+    targets: Vec<(&String, &Tensor)>,
+    mut grads: Gradients,
+) -> Result<Gradients, CallError> {
     let mut answer = Gradients::new();
     for (name, arg) in targets {
         let Some(g) = grads.remove(name.as_str()) else {
@@ -201,6 +219,18 @@ impl Backend for Reference {
         wrt: &[String],
         grad_output: Option<&Tensor>,
     ) -> Outcome<Gradients> {
+        // A large call the fast kernels handle: the loss and the gradient in one pass (the
+        // loss is computed, as autograd's forward is, and checked like `forward` checks it).
+        if kernels().iter().any(|(name, _)| *name == call.api)
+            && gradient_kernels().iter().any(|(name, _)| *name == call.api)
+            && check_signature(call).is_ok()
+        {
+            if let Ok(targets) = targets(call, wrt) {
+                if let Some((_loss, grads)) = fast::forward_backward(call, wrt, grad_output) {
+                    return answer(call, targets, grads).into();
+                }
+            }
+        }
         let output = match self.forward(call) {
             Outcome::Value(t) => t,
             Outcome::Error(e) => return Outcome::Error(e),

@@ -9,7 +9,10 @@
 //! number of non-ignored rows for `mean`.
 
 use super::math::{exp, simd};
-use super::{float_tensor, floats, nullish, only, reduction, tensor, Red, PAR_MIN};
+use super::{
+    float_tensor, floats, nullish, only, reduction, round_in_place, rounded_tensor, tensor, Red,
+    PAR_MIN,
+};
 use crate::backend::{Call, Gradients, Value};
 use crate::tensor::{DType, Tensor};
 use rayon::prelude::*;
@@ -197,21 +200,45 @@ fn row_loss(p: &Parsed, x: &[f64], k: usize) -> Option<(f64, f64, f64, f64, f64)
     Some((nll, smooth, m, cnt, rest))
 }
 
+/// A row's loss from its `(nll, smooth)`.
+fn row_value(p: &Parsed, nll: f64, smooth: f64) -> f64 {
+    if p.ls > 0.0 {
+        (1.0 - p.ls) * nll + (p.ls / p.c as f64) * smooth
+    } else {
+        nll
+    }
+}
+
+/// The number of rows whose target is not `ignore_index`.
+fn counted(p: &Parsed) -> usize {
+    p.target.iter().filter(|&&k| k != p.ignore).count()
+}
+
+/// The loss tensor from the rows' losses: `None` when the reduced value overflows the dtype (or
+/// is NaN: a mean over no counted row), which the general kernel reproduces.
+fn reduced(p: &Parsed, losses: Vec<f64>) -> Option<Tensor> {
+    let dt = p.input.dtype();
+    let out = match p.red {
+        Red::None => return tensor(dt, vec![p.n], losses),
+        Red::Sum => crate::reference::numeric::sum(losses.iter().copied()),
+        Red::Mean => crate::reference::numeric::sum(losses.iter().copied()) / counted(p) as f64,
+        Red::BatchMean => return None,
+    };
+    if !(out.abs() <= p.lim) {
+        return None;
+    }
+    tensor(dt, vec![], vec![out])
+}
+
 pub fn forward(call: &Call) -> Option<Tensor> {
     let p = parse(call)?;
-    let ls = p.ls;
-    let cf = p.c as f64;
     let one = |i: usize, x: &[f64]| -> Option<f64> {
         let k = p.target[i];
         if k == p.ignore {
             return Some(0.0);
         }
         let (nll, smooth, ..) = row_loss(&p, x, k as usize)?;
-        Some(if ls > 0.0 {
-            (1.0 - ls) * nll + (ls / cf) * smooth
-        } else {
-            nll
-        })
+        Some(row_value(&p, nll, smooth))
     };
     let losses: Option<Vec<f64>> = if p.x.len() < PAR_MIN {
         p.x.chunks(p.c)
@@ -224,27 +251,14 @@ pub fn forward(call: &Call) -> Option<Tensor> {
             .map(|(i, x)| one(i, x))
             .collect()
     };
-    let losses = losses?;
-    let dt = p.input.dtype();
-    let count = p.target.iter().filter(|&&k| k != p.ignore).count();
-    let out = match p.red {
-        Red::None => return tensor(dt, vec![p.n], losses),
-        Red::Sum => crate::reference::numeric::sum(losses.iter().copied()),
-        Red::Mean => crate::reference::numeric::sum(losses.iter().copied()) / count as f64,
-        Red::BatchMean => return None,
-    };
-    if !(out.abs() <= p.lim) {
-        return None;
-    }
-    tensor(dt, vec![], vec![out])
+    reduced(&p, losses?)
 }
 
-pub fn backward(call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
-    if wrt.iter().any(|w| w != "input") {
-        return None;
-    }
-    let p = parse(call)?;
-    let count = p.target.iter().filter(|&&k| k != p.ignore).count();
+/// The gradient for `grad_output` `g` (one value per row for `none`, else one), each row
+/// rounded to the dtype while it is in cache, and each row's loss (the values [`forward`]
+/// reduces). `None` when a value is not finite or the mean has no counted row.
+fn gradient(p: &Parsed, g: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
+    let count = counted(p);
     let scale = |i: usize| -> f64 {
         match p.red {
             Red::None => g[i],
@@ -252,24 +266,22 @@ pub fn backward(call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
             _ => g[0] / count as f64,
         }
     };
-    if (p.red == Red::None && g.len() != p.n) || g.iter().any(|v| !v.is_finite()) {
+    let want = if p.red == Red::None { p.n } else { 1 };
+    if g.len() != want || g.iter().any(|v| !v.is_finite()) {
         return None;
     }
     if p.red == Red::Mean && count == 0 {
         return None;
     }
-    let ls = p.ls;
-    let cf = p.c as f64;
-    let one = |i: usize, x: &[f64], out: &mut [f64]| -> bool {
+    let (ls, cf, dt) = (p.ls, p.c as f64, p.input.dtype());
+    let one = |i: usize, x: &[f64], out: &mut [f64]| -> Option<f64> {
         let k = p.target[i];
         if k == p.ignore {
             out.fill(0.0);
-            return true;
+            return Some(0.0);
         }
         let k = k as usize;
-        let Some((_, _, m, cnt, rest)) = row_loss(&p, x, k) else {
-            return false;
-        };
+        let (nll, smooth, m, cnt, rest) = row_loss(p, x, k)?;
         let s = cnt + rest;
         let sc = scale(i);
         let (a, b) = (sc / s, -(ls / cf) * sc);
@@ -281,27 +293,69 @@ pub fn backward(call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
             exp(x[k] - m) / s - 1.0
         };
         out[k] = (pk1 + ls - ls / cf) * sc;
-        true
+        round_in_place(dt, out);
+        Some(row_value(p, nll, smooth))
     };
     let mut grad = vec![0.0; p.x.len()];
-    let ok = if p.x.len() < PAR_MIN {
+    let losses: Option<Vec<f64>> = if p.x.len() < PAR_MIN {
         p.x.chunks(p.c)
             .zip(grad.chunks_mut(p.c))
             .enumerate()
-            .all(|(i, (x, o))| one(i, x, o))
+            .map(|(i, (x, o))| one(i, x, o))
+            .collect()
     } else {
         p.x.par_chunks(p.c)
             .zip(grad.par_chunks_mut(p.c))
             .enumerate()
-            .all(|(i, (x, o))| one(i, x, o))
+            .map(|(i, (x, o))| one(i, x, o))
+            .collect()
     };
-    if !ok {
+    Some((grad, losses?))
+}
+
+pub fn backward(call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
+    if wrt.iter().any(|w| w != "input") {
         return None;
     }
+    let p = parse(call)?;
+    let (grad, _) = gradient(&p, g)?;
     let mut out = Gradients::new();
     out.insert(
         "input".into(),
-        tensor(p.input.dtype(), p.input.shape().to_vec(), grad)?,
+        rounded_tensor(p.input.dtype(), p.input.shape().to_vec(), grad)?,
     );
     Some(out)
+}
+
+/// The loss and its gradient in one pass over the logits: the gradient of a row needs the
+/// row's maximum and sum of exponentials, which are its loss.
+pub fn forward_backward(
+    call: &Call,
+    wrt: &str,
+    grad_output: Option<&Tensor>,
+) -> Option<(Tensor, Gradients)> {
+    if wrt != "input" {
+        return None;
+    }
+    let p = parse(call)?;
+    let ones;
+    let g = match grad_output {
+        Some(g) => floats(g)?,
+        None => {
+            ones = vec![1.0; if p.red == Red::None { p.n } else { 1 }];
+            &ones[..]
+        }
+    };
+    let want: &[usize] = if p.red == Red::None { &[p.n] } else { &[] };
+    if grad_output.is_some_and(|t| t.shape() != want) {
+        return None;
+    }
+    let (grad, losses) = gradient(&p, g)?;
+    let loss = reduced(&p, losses)?;
+    let mut grads = Gradients::new();
+    grads.insert(
+        "input".into(),
+        rounded_tensor(p.input.dtype(), p.input.shape().to_vec(), grad)?,
+    );
+    Some((loss, grads))
 }

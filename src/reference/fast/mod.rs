@@ -64,6 +64,33 @@ pub fn backward(
     .map(Ok)
 }
 
+/// The loss and the gradients of `call` together, when a fast kernel computes both in one pass
+/// over the inputs (what [`forward`] then [`backward`] answer, bit for bit, without reading a
+/// large input twice or keeping it in memory twice). `grad_output` is `None` for ones; `None`
+/// is also the answer when the call is outside what a fused kernel handles (more than one
+/// gradient, an unreduced element-wise loss, CTC, a `grad_output` of another shape): the
+/// caller then runs the forward and the backward apart.
+pub fn forward_backward(
+    call: &Call,
+    wrt: &[String],
+    grad_output: Option<&Tensor>,
+) -> Option<(Tensor, Gradients)> {
+    let short = call.api.strip_prefix("torch.nn.functional.")?;
+    let [name] = wrt else {
+        return None;
+    };
+    let g = match grad_output {
+        None => None,
+        Some(g) if matches!(g.dtype(), DType::Float32 | DType::Float64) => Some(g),
+        Some(_) => return None,
+    };
+    match short {
+        "cross_entropy" => cross_entropy::forward_backward(call, name, g),
+        "ctc_loss" => None,
+        _ => pointwise::forward_backward(short, call, name, g),
+    }
+}
+
 /// A reduction the fast paths handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Red {
@@ -117,6 +144,21 @@ fn floats(t: &Tensor) -> Option<&[f64]> {
         Data::Float(v) => Some(v),
         Data::Int(_) => None,
     }
+}
+
+/// Rounds `v` to `dtype` in place (float32 or float64); the kernels call it on each block of a
+/// gradient while the block is still in cache.
+fn round_in_place(dtype: DType, v: &mut [f64]) {
+    if dtype == DType::Float32 {
+        for x in v {
+            *x = *x as f32 as f64;
+        }
+    }
+}
+
+/// A tensor of `dtype` holding `data`, which [`round_in_place`] has rounded.
+fn rounded_tensor(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Option<Tensor> {
+    Tensor::from_rounded_f64(dtype, shape, data).ok()
 }
 
 /// A tensor of `dtype` holding `data` (rounded once, here).

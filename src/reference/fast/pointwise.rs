@@ -9,9 +9,12 @@
 #![allow(clippy::too_many_arguments)] // the kernels take both operands, their strides and the reduction
 
 use super::math::{exp, ln, log1p_unit, sigmoid};
-use super::{float_tensor, floats, nullish, only, reduction, tensor, Red, PAR_MIN};
+use super::{
+    float_tensor, floats, nullish, only, reduction, round_in_place, rounded_tensor, tensor, Red,
+    PAR_MIN,
+};
 use crate::backend::{Call, Gradients, Value};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 /// One element-wise loss: its value, derivatives, and which inputs it accepts.
@@ -43,7 +46,7 @@ fn max(a: f64, b: f64) -> f64 {
 
 /// The largest finite value of the dtype of a fast-path tensor.
 fn limit(t: &Tensor) -> f64 {
-    if t.dtype() == crate::tensor::DType::Float32 {
+    if t.dtype() == DType::Float32 {
         f32::MAX as f64
     } else {
         f64::MAX
@@ -350,14 +353,46 @@ pub fn forward(short: &str, call: &Call) -> Option<Tensor> {
         }
         return tensor(dt, p.input.shape().to_vec(), out);
     }
-    let s = with_kind!(kind, sum_all(p.x, p.t, limit(p.input)))?;
+    let parts = with_kind!(kind, sum_parts(p.x, p.t, limit(p.input)));
+    reduced(&p, &parts)
+}
+
+/// The reduced loss from the blocks' `(sum, verdict)` parts: `None` when a block saw an input
+/// outside what the kernel handles or the sum overflows the dtype.
+fn reduced(p: &Parsed, parts: &[(f64, f64)]) -> Option<Tensor> {
+    if parts.iter().any(|part| part.1 != 0.0) {
+        return None;
+    }
+    let s = crate::reference::numeric::sum(parts.iter().map(|part| part.0));
+    if !(s.abs() <= limit(p.input)) {
+        return None;
+    }
     let v = match p.red {
         Red::Sum => s,
-        Red::Mean => s / n as f64,
+        Red::Mean => s / p.x.len() as f64,
         Red::BatchMean => s / p.input.shape()[0] as f64,
-        Red::None => unreachable!(),
+        Red::None => return None,
     };
-    tensor(dt, vec![], vec![v])
+    tensor(p.input.dtype(), vec![], vec![v])
+}
+
+/// The factor every element's derivative is multiplied by under a reduction, for a scalar
+/// `grad_output` of `g0`.
+fn scale(p: &Parsed, g0: f64) -> f64 {
+    match p.red {
+        Red::None | Red::Sum => g0,
+        Red::Mean => g0 / p.x.len() as f64,
+        Red::BatchMean => g0 / p.input.shape()[0] as f64,
+    }
+}
+
+/// `"input"` → false, `"target"` → true; `None` for another name.
+fn wrt_target(name: &str) -> Option<bool> {
+    match name {
+        "input" => Some(false),
+        "target" => Some(true),
+        _ => None,
+    }
 }
 
 pub fn backward(short: &str, call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
@@ -370,30 +405,77 @@ pub fn backward(short: &str, call: &Call, wrt: &[String], g: &[f64]) -> Option<G
             }
             (1.0, g)
         }
-        Red::Sum => (g[0], &[][..]),
-        Red::Mean => (g[0] / n as f64, &[][..]),
-        Red::BatchMean => (g[0] / p.input.shape()[0] as f64, &[][..]),
+        _ => (scale(&p, g[0]), &[][..]),
     };
+    let dt = p.input.dtype();
     let mut out = Gradients::new();
     for name in wrt {
-        let wrt_t = match name.as_str() {
-            "input" => false,
-            "target" => true,
-            _ => return None,
-        };
+        let wrt_t = wrt_target(name)?;
         let mut grad = vec![0.0; n];
-        if !with_kind!(
+        with_kind!(
             kind,
-            grad_all(p.x, p.t, per, c, wrt_t, limit(p.input), &mut grad)
-        )? {
-            return None;
-        }
+            grad_all(
+                p.x,
+                p.t,
+                per,
+                c,
+                wrt_t,
+                limit(p.input),
+                dt,
+                false,
+                &mut grad
+            )
+        )?;
         out.insert(
             name.clone(),
-            tensor(p.input.dtype(), p.input.shape().to_vec(), grad)?,
+            rounded_tensor(dt, p.input.shape().to_vec(), grad)?,
         );
     }
     Some(out)
+}
+
+/// The reduced loss and its gradient for `wrt` in one pass: each block's losses are summed
+/// (the blocks of [`forward`], so the loss is the same bit for bit) and its gradient written
+/// while the block's inputs are in cache. Unreduced losses are left to `forward` + `backward`.
+pub fn forward_backward(
+    short: &str,
+    call: &Call,
+    wrt: &str,
+    grad_output: Option<&Tensor>,
+) -> Option<(Tensor, Gradients)> {
+    let (kind, p) = parse_kind(short, call)?;
+    if p.red == Red::None {
+        return None;
+    }
+    let wrt_t = wrt_target(wrt)?;
+    let g0 = match grad_output {
+        None => 1.0,
+        Some(g) if g.shape().is_empty() => floats(g)?[0],
+        Some(_) => return None,
+    };
+    let dt = p.input.dtype();
+    let mut grad = vec![0.0; p.x.len()];
+    let parts = with_kind!(
+        kind,
+        grad_all(
+            p.x,
+            p.t,
+            &[],
+            scale(&p, g0),
+            wrt_t,
+            limit(p.input),
+            dt,
+            true,
+            &mut grad
+        )
+    )?;
+    let loss = reduced(&p, &parts)?;
+    let mut grads = Gradients::new();
+    grads.insert(
+        wrt.to_string(),
+        rounded_tensor(dt, p.input.shape().to_vec(), grad)?,
+    );
+    Some((loss, grads))
 }
 
 const BLOCK: usize = 1 << 13;
@@ -648,21 +730,16 @@ fn grad_block_d<K: Elem>(
     grad_block(k, x, t, g, c, wrt_t, lim, out)
 }
 
-/// The sum of all losses, `None` when an input pair is outside what the kernel handles.
-fn sum_all<K: Elem>(k: K, x: &[f64], t: &[f64], lim: f64) -> Option<f64> {
-    let parts: Vec<(f64, f64)> = if x.len() < PAR_MIN {
+/// The `(sum, verdict)` of each block of losses, in order.
+fn sum_parts<K: Elem>(k: K, x: &[f64], t: &[f64], lim: f64) -> Vec<(f64, f64)> {
+    if x.len() < PAR_MIN {
         vec![sum_block_d(k, x, t, lim)]
     } else {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
             .map(|(a, b)| sum_block_d(k, a, b, lim))
             .collect()
-    };
-    if parts.iter().any(|p| p.1 != 0.0) {
-        return None;
     }
-    let s = crate::reference::numeric::sum(parts.iter().map(|p| p.0));
-    (s.abs() <= lim).then_some(s)
 }
 
 /// The unreduced losses into `out`; false when an input pair is outside what the kernel handles.
@@ -678,8 +755,10 @@ fn map_all<K: Elem>(k: K, x: &[f64], t: &[f64], lim: f64, out: &mut [f64]) -> bo
     ok
 }
 
-/// The gradient (times `per[i]`, or `c` when `per` is empty) into `out`; `None` when the kernel
-/// has no gradient for the target, false when an input is outside what it handles.
+/// The gradient (times `per[i]`, or `c` when `per` is empty) into `out`, rounded to `dtype`
+/// block by block while the block is in cache; with `with_loss`, each block's losses are summed
+/// first (the blocks of [`sum_parts`], which the returned parts equal; empty otherwise). `None`
+/// when the kernel has no gradient for the target or an input is outside what it handles.
 fn grad_all<K: Elem>(
     k: K,
     x: &[f64],
@@ -688,24 +767,43 @@ fn grad_all<K: Elem>(
     c: f64,
     wrt_t: bool,
     lim: f64,
+    dtype: DType,
+    with_loss: bool,
     out: &mut [f64],
-) -> Option<bool> {
+) -> Option<Vec<(f64, f64)>> {
     if wrt_t && !K::HAS_DT {
         return None;
     }
-    let ok = if x.len() < PAR_MIN {
-        grad_block_d(k, x, t, per, c, wrt_t, lim, out) == 0.0
+    let block = |o: &mut [f64], a: &[f64], b: &[f64], g: &[f64]| {
+        let part = if with_loss {
+            sum_block_d(k, a, b, lim)
+        } else {
+            (0.0, 0.0)
+        };
+        let ok = grad_block_d(k, a, b, g, c, wrt_t, lim, o) == 0.0;
+        round_in_place(dtype, o);
+        (part, ok)
+    };
+    let blocks: Vec<((f64, f64), bool)> = if x.len() < PAR_MIN {
+        vec![block(out, x, t, per)]
     } else if per.is_empty() {
         out.par_chunks_mut(BLOCK)
             .zip(x.par_chunks(BLOCK).zip(t.par_chunks(BLOCK)))
-            .map(|(o, (a, b))| grad_block_d(k, a, b, &[], c, wrt_t, lim, o) == 0.0)
-            .reduce(|| true, |a, b| a && b)
+            .map(|(o, (a, b))| block(o, a, b, &[]))
+            .collect()
     } else {
         out.par_chunks_mut(BLOCK)
             .zip(x.par_chunks(BLOCK).zip(t.par_chunks(BLOCK)))
             .zip(per.par_chunks(BLOCK))
-            .map(|((o, (a, b)), g)| grad_block_d(k, a, b, g, c, wrt_t, lim, o) == 0.0)
-            .reduce(|| true, |a, b| a && b)
+            .map(|((o, (a, b)), g)| block(o, a, b, g))
+            .collect()
     };
-    Some(ok && c.is_finite())
+    if !(c.is_finite() && blocks.iter().all(|b| b.1)) {
+        return None;
+    }
+    Some(if with_loss {
+        blocks.into_iter().map(|b| b.0).collect()
+    } else {
+        Vec::new()
+    })
 }
