@@ -10,8 +10,8 @@
 
 use super::math::{exp, simd};
 use super::{
-    float_tensor, floats, nullish, only, reduction, round_in_place, rounded_tensor, tensor, Red,
-    PAR_MIN,
+    float_tensor, floats, nullish, only, reduction, round_in_place, rounded_tensor, tensor, zeroed,
+    Red, PAR_MIN,
 };
 use crate::backend::{Call, Gradients, Value};
 use crate::tensor::{DType, Tensor};
@@ -296,7 +296,7 @@ fn gradient(p: &Parsed, g: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
         round_in_place(dt, out);
         Some(row_value(p, nll, smooth))
     };
-    let mut grad = vec![0.0; p.x.len()];
+    let mut grad = zeroed(p.x.len());
     let losses: Option<Vec<f64>> = if p.x.len() < PAR_MIN {
         p.x.chunks(p.c)
             .zip(grad.chunks_mut(p.c))

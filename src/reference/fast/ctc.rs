@@ -515,7 +515,7 @@ pub fn backward(call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
         })
         .collect();
     let per = per?;
-    let mut grad = vec![0.0; p.t_max * p.n * p.c];
+    let mut grad = super::zeroed(p.t_max * p.n * p.c);
     for (b, buf) in per.iter().enumerate() {
         for t in 0..p.il[b] {
             let at = (t * p.n + b) * p.c;

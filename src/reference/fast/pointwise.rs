@@ -10,8 +10,8 @@
 
 use super::math::{exp, ln, log1p_unit, sigmoid};
 use super::{
-    float_tensor, floats, nullish, only, reduction, round_in_place, rounded_tensor, tensor, Red,
-    PAR_MIN,
+    float_tensor, floats, nullish, only, reduction, round_in_place, rounded_tensor, tensor, zeroed,
+    Red, PAR_MIN,
 };
 use crate::backend::{Call, Gradients, Value};
 use crate::tensor::{DType, Tensor};
@@ -347,7 +347,7 @@ pub fn forward(short: &str, call: &Call) -> Option<Tensor> {
     let dt = p.input.dtype();
     let n = p.x.len();
     if p.red == Red::None {
-        let mut out = vec![0.0; n];
+        let mut out = zeroed(n);
         if !with_kind!(kind, map_all(p.x, p.t, limit(p.input), &mut out)) {
             return None;
         }
@@ -411,7 +411,7 @@ pub fn backward(short: &str, call: &Call, wrt: &[String], g: &[f64]) -> Option<G
     let mut out = Gradients::new();
     for name in wrt {
         let wrt_t = wrt_target(name)?;
-        let mut grad = vec![0.0; n];
+        let mut grad = zeroed(n);
         with_kind!(
             kind,
             grad_all(
@@ -454,7 +454,7 @@ pub fn forward_backward(
         Some(_) => return None,
     };
     let dt = p.input.dtype();
-    let mut grad = vec![0.0; p.x.len()];
+    let mut grad = zeroed(p.x.len());
     let parts = with_kind!(
         kind,
         grad_all(

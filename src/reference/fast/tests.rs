@@ -230,3 +230,13 @@ fn fused_forward_backward_equals_forward_then_backward() {
         "only {fused_count} fused answers"
     );
 }
+
+/// The huge-page advice changes nothing visible: the buffer is `n` zeros, large or small.
+#[test]
+fn zeroed_buffers_are_zeros_of_the_asked_length() {
+    for n in [0, 1, 1 << 10, (1 << 20) + 3] {
+        let v = super::zeroed(n);
+        assert_eq!(v.len(), n);
+        assert!(v.iter().all(|&x| x.to_bits() == 0));
+    }
+}
