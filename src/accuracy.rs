@@ -225,6 +225,7 @@ impl Recipe {
 /// element or the two's complement of an integer one.
 pub fn digest(t: &Tensor) -> String {
     let bits: Box<dyn Iterator<Item = u64>> = match t.data() {
+        crate::tensor::Data::F32(v) => Box::new(v.iter().map(|&x| (x as f64).to_bits())),
         crate::tensor::Data::Float(v) => Box::new(v.iter().map(|x| x.to_bits())),
         crate::tensor::Data::Int(v) => Box::new(v.iter().map(|&x| x as u64)),
     };

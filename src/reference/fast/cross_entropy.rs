@@ -10,16 +10,16 @@
 
 use super::math::{exp, simd};
 use super::{
-    float_tensor, floats, nullish, only, reduction, round_in_place, rounded_tensor, tensor, zeroed,
-    Red, PAR_MIN,
+    float_tensor, floats, load, nullish, only, reduction, store, tensor, zeroed, Elt, Red, Scratch,
+    PAR_MIN,
 };
 use crate::backend::{Call, Gradients, Value};
 use crate::tensor::{DType, Tensor};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 struct Parsed<'a> {
     input: &'a Tensor,
-    x: &'a [f64],
     target: &'a [i64],
     n: usize,
     c: usize,
@@ -79,7 +79,6 @@ fn parse(call: &Call) -> Option<Parsed<'_>> {
     }
     Some(Parsed {
         input,
-        x: floats(input)?,
         target,
         n,
         c,
@@ -230,34 +229,52 @@ fn reduced(p: &Parsed, losses: Vec<f64>) -> Option<Tensor> {
     tensor(dt, vec![], vec![out])
 }
 
+/// Runs `$f::<X>(...)` with `X` the storage type of the logits.
+macro_rules! with_elt {
+    ($p:expr, $f:ident($($arg:expr),*)) => {
+        match $p.input.dtype() {
+            DType::Float32 => $f::<f32>($($arg),*),
+            DType::Float64 => $f::<f64>($($arg),*),
+            _ => None,
+        }
+    };
+}
+
 pub fn forward(call: &Call) -> Option<Tensor> {
     let p = parse(call)?;
-    let one = |i: usize, x: &[f64]| -> Option<f64> {
+    with_elt!(p, forward_as(&p))
+}
+
+fn forward_as<X: Elt>(p: &Parsed) -> Option<Tensor> {
+    let x = X::of(p.input)?;
+    let one = |buf: &mut Vec<f64>, i: usize, x: &[X]| -> Option<f64> {
         let k = p.target[i];
         if k == p.ignore {
             return Some(0.0);
         }
-        let (nll, smooth, ..) = row_loss(&p, x, k as usize)?;
-        Some(row_value(&p, nll, smooth))
+        let (nll, smooth, ..) = row_loss(p, load(x, buf), k as usize)?;
+        Some(row_value(p, nll, smooth))
     };
-    let losses: Option<Vec<f64>> = if p.x.len() < PAR_MIN {
-        p.x.chunks(p.c)
+    let losses: Option<Vec<f64>> = if x.len() < PAR_MIN {
+        let mut buf = Vec::new();
+        x.chunks(p.c)
             .enumerate()
-            .map(|(i, x)| one(i, x))
+            .map(|(i, x)| one(&mut buf, i, x))
             .collect()
     } else {
-        p.x.par_chunks(p.c)
+        x.par_chunks(p.c)
             .enumerate()
-            .map(|(i, x)| one(i, x))
+            .map_init(Vec::new, |buf, (i, x)| one(buf, i, x))
             .collect()
     };
-    reduced(&p, losses?)
+    reduced(p, losses?)
 }
 
 /// The gradient for `grad_output` `g` (one value per row for `none`, else one), each row
 /// rounded to the dtype while it is in cache, and each row's loss (the values [`forward`]
 /// reduces). `None` when a value is not finite or the mean has no counted row.
-fn gradient(p: &Parsed, g: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
+fn gradient<X: Elt>(p: &Parsed, g: &[f64]) -> Option<(Vec<X>, Vec<f64>)> {
+    let x = X::of(p.input)?;
     let count = counted(p);
     let scale = |i: usize| -> f64 {
         match p.red {
@@ -273,41 +290,45 @@ fn gradient(p: &Parsed, g: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
     if p.red == Red::Mean && count == 0 {
         return None;
     }
-    let (ls, cf, dt) = (p.ls, p.c as f64, p.input.dtype());
-    let one = |i: usize, x: &[f64], out: &mut [f64]| -> Option<f64> {
+    let (ls, cf) = (p.ls, p.c as f64);
+    let one = |s: &mut Scratch, i: usize, x: &[X], out: &mut [X]| -> Option<f64> {
         let k = p.target[i];
         if k == p.ignore {
-            out.fill(0.0);
+            out.fill(X::default());
             return Some(0.0);
         }
         let k = k as usize;
+        let Scratch { a, out: so, .. } = s;
+        let x = load(x, a);
         let (nll, smooth, m, cnt, rest) = row_loss(p, x, k)?;
         let s = cnt + rest;
         let sc = scale(i);
         let (a, b) = (sc / s, -(ls / cf) * sc);
-        row_grad(x, out, m, a, b);
-        // p_k - 1 without cancellation when x_k is the only maximum.
-        let pk1 = if x[k] == m && cnt == 1.0 {
-            -(rest / s)
-        } else {
-            exp(x[k] - m) / s - 1.0
-        };
-        out[k] = (pk1 + ls - ls / cf) * sc;
-        round_in_place(dt, out);
+        store(out, so, |out| {
+            row_grad(x, out, m, a, b);
+            // p_k - 1 without cancellation when x_k is the only maximum.
+            let pk1 = if x[k] == m && cnt == 1.0 {
+                -(rest / s)
+            } else {
+                exp(x[k] - m) / s - 1.0
+            };
+            out[k] = (pk1 + ls - ls / cf) * sc;
+        });
         Some(row_value(p, nll, smooth))
     };
-    let mut grad = zeroed(p.x.len());
-    let losses: Option<Vec<f64>> = if p.x.len() < PAR_MIN {
-        p.x.chunks(p.c)
+    let mut grad = zeroed::<X>(x.len());
+    let losses: Option<Vec<f64>> = if x.len() < PAR_MIN {
+        let mut s = Scratch::default();
+        x.chunks(p.c)
             .zip(grad.chunks_mut(p.c))
             .enumerate()
-            .map(|(i, (x, o))| one(i, x, o))
+            .map(|(i, (x, o))| one(&mut s, i, x, o))
             .collect()
     } else {
-        p.x.par_chunks(p.c)
+        x.par_chunks(p.c)
             .zip(grad.par_chunks_mut(p.c))
             .enumerate()
-            .map(|(i, (x, o))| one(i, x, o))
+            .map_init(Scratch::default, |s, (i, (x, o))| one(s, i, x, o))
             .collect()
     };
     Some((grad, losses?))
@@ -318,13 +339,16 @@ pub fn backward(call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
         return None;
     }
     let p = parse(call)?;
-    let (grad, _) = gradient(&p, g)?;
+    let grad = with_elt!(p, gradient_tensor(&p, g))?.0;
     let mut out = Gradients::new();
-    out.insert(
-        "input".into(),
-        rounded_tensor(p.input.dtype(), p.input.shape().to_vec(), grad)?,
-    );
+    out.insert("input".into(), grad);
     Some(out)
+}
+
+/// [`gradient`] as a tensor of the logits' shape and dtype, with the rows' losses.
+fn gradient_tensor<X: Elt>(p: &Parsed, g: &[f64]) -> Option<(Tensor, Vec<f64>)> {
+    let (grad, losses) = gradient::<X>(p, g)?;
+    Some((X::tensor(p.input.shape().to_vec(), grad)?, losses))
 }
 
 /// The loss and its gradient in one pass over the logits: the gradient of a row needs the
@@ -338,24 +362,17 @@ pub fn forward_backward(
         return None;
     }
     let p = parse(call)?;
-    let ones;
-    let g = match grad_output {
-        Some(g) => floats(g)?,
-        None => {
-            ones = vec![1.0; if p.red == Red::None { p.n } else { 1 }];
-            &ones[..]
-        }
-    };
     let want: &[usize] = if p.red == Red::None { &[p.n] } else { &[] };
     if grad_output.is_some_and(|t| t.shape() != want) {
         return None;
     }
-    let (grad, losses) = gradient(&p, g)?;
+    let g = match grad_output {
+        Some(g) => floats(g)?,
+        None => Cow::Owned(vec![1.0; if p.red == Red::None { p.n } else { 1 }]),
+    };
+    let (grad, losses) = with_elt!(p, gradient_tensor(&p, &g))?;
     let loss = reduced(&p, losses)?;
     let mut grads = Gradients::new();
-    grads.insert(
-        "input".into(),
-        rounded_tensor(p.input.dtype(), p.input.shape().to_vec(), grad)?,
-    );
+    grads.insert("input".into(), grad);
     Some((loss, grads))
 }

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 struct Parsed<'a> {
     input: &'a Tensor,
-    lp: &'a [f64],
+    lp: std::borrow::Cow<'a, [f64]>,
     t_max: usize,
     n: usize,
     c: usize,

@@ -10,8 +10,8 @@
 
 use super::math::{exp, ln, log1p_unit, sigmoid};
 use super::{
-    float_tensor, floats, nullish, only, reduction, round_in_place, rounded_tensor, tensor, zeroed,
-    Red, PAR_MIN,
+    float_tensor, floats, load, nullish, only, reduction, store, tensor, zeroed, Elt, Red, Scratch,
+    PAR_MIN,
 };
 use crate::backend::{Call, Gradients, Value};
 use crate::tensor::{DType, Tensor};
@@ -239,8 +239,7 @@ impl Elem for KlDivLogTarget {
 /// What a call asks for, once validated.
 struct Parsed<'a> {
     input: &'a Tensor,
-    x: &'a [f64],
-    t: &'a [f64],
+    target: &'a Tensor,
     red: Red,
 }
 
@@ -268,12 +267,7 @@ fn parse<'a>(call: &'a Call, extra: &[&str], batchmean: bool) -> Option<Parsed<'
     if red == Red::BatchMean && input.shape().is_empty() {
         return None;
     }
-    Some(Parsed {
-        input,
-        x: floats(input)?,
-        t: floats(target)?,
-        red,
-    })
+    Some(Parsed { input, target, red })
 }
 
 /// A positive finite float option (`beta`), default 1.
@@ -342,19 +336,34 @@ macro_rules! with_kind {
     };
 }
 
+/// Runs `$f::<X>(...)` with `X` the storage type of the call's float dtype.
+macro_rules! with_elt {
+    ($p:expr, $f:ident($($arg:expr),*)) => {
+        match $p.input.dtype() {
+            DType::Float32 => $f::<f32>($($arg),*),
+            DType::Float64 => $f::<f64>($($arg),*),
+            _ => None,
+        }
+    };
+}
+
 pub fn forward(short: &str, call: &Call) -> Option<Tensor> {
     let (kind, p) = parse_kind(short, call)?;
-    let dt = p.input.dtype();
-    let n = p.x.len();
+    with_elt!(p, forward_as(kind, &p))
+}
+
+fn forward_as<X: Elt>(kind: Kind, p: &Parsed) -> Option<Tensor> {
+    let (x, t) = (X::of(p.input)?, X::of(p.target)?);
+    let lim = limit(p.input);
     if p.red == Red::None {
-        let mut out = zeroed(n);
-        if !with_kind!(kind, map_all(p.x, p.t, limit(p.input), &mut out)) {
+        let mut out = zeroed::<X>(x.len());
+        if !with_kind!(kind, map_all(x, t, lim, &mut out)) {
             return None;
         }
-        return tensor(dt, p.input.shape().to_vec(), out);
+        return X::tensor(p.input.shape().to_vec(), out);
     }
-    let parts = with_kind!(kind, sum_parts(p.x, p.t, limit(p.input)));
-    reduced(&p, &parts)
+    let parts = with_kind!(kind, sum_parts(x, t, lim));
+    reduced(p, &parts)
 }
 
 /// The reduced loss from the blocks' `(sum, verdict)` parts: `None` when a block saw an input
@@ -369,7 +378,7 @@ fn reduced(p: &Parsed, parts: &[(f64, f64)]) -> Option<Tensor> {
     }
     let v = match p.red {
         Red::Sum => s,
-        Red::Mean => s / p.x.len() as f64,
+        Red::Mean => s / p.input.numel() as f64,
         Red::BatchMean => s / p.input.shape()[0] as f64,
         Red::None => return None,
     };
@@ -381,7 +390,7 @@ fn reduced(p: &Parsed, parts: &[(f64, f64)]) -> Option<Tensor> {
 fn scale(p: &Parsed, g0: f64) -> f64 {
     match p.red {
         Red::None | Red::Sum => g0,
-        Red::Mean => g0 / p.x.len() as f64,
+        Red::Mean => g0 / p.input.numel() as f64,
         Red::BatchMean => g0 / p.input.shape()[0] as f64,
     }
 }
@@ -397,7 +406,12 @@ fn wrt_target(name: &str) -> Option<bool> {
 
 pub fn backward(short: &str, call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
     let (kind, p) = parse_kind(short, call)?;
-    let n = p.x.len();
+    with_elt!(p, backward_as(kind, &p, wrt, g))
+}
+
+fn backward_as<X: Elt>(kind: Kind, p: &Parsed, wrt: &[String], g: &[f64]) -> Option<Gradients> {
+    let (x, t) = (X::of(p.input)?, X::of(p.target)?);
+    let n = x.len();
     let (c, per) = match p.red {
         Red::None => {
             if g.len() != n {
@@ -405,31 +419,17 @@ pub fn backward(short: &str, call: &Call, wrt: &[String], g: &[f64]) -> Option<G
             }
             (1.0, g)
         }
-        _ => (scale(&p, g[0]), &[][..]),
+        _ => (scale(p, g[0]), &[][..]),
     };
-    let dt = p.input.dtype();
     let mut out = Gradients::new();
     for name in wrt {
         let wrt_t = wrt_target(name)?;
-        let mut grad = zeroed(n);
+        let mut grad = zeroed::<X>(n);
         with_kind!(
             kind,
-            grad_all(
-                p.x,
-                p.t,
-                per,
-                c,
-                wrt_t,
-                limit(p.input),
-                dt,
-                false,
-                &mut grad
-            )
+            grad_all(x, t, per, c, wrt_t, limit(p.input), false, &mut grad)
         )?;
-        out.insert(
-            name.clone(),
-            rounded_tensor(dt, p.input.shape().to_vec(), grad)?,
-        );
+        out.insert(name.clone(), X::tensor(p.input.shape().to_vec(), grad)?);
     }
     Some(out)
 }
@@ -447,34 +447,39 @@ pub fn forward_backward(
     if p.red == Red::None {
         return None;
     }
-    let wrt_t = wrt_target(wrt)?;
     let g0 = match grad_output {
         None => 1.0,
         Some(g) if g.shape().is_empty() => floats(g)?[0],
         Some(_) => return None,
     };
-    let dt = p.input.dtype();
-    let mut grad = zeroed(p.x.len());
+    with_elt!(p, forward_backward_as(kind, &p, wrt, g0))
+}
+
+fn forward_backward_as<X: Elt>(
+    kind: Kind,
+    p: &Parsed,
+    wrt: &str,
+    g0: f64,
+) -> Option<(Tensor, Gradients)> {
+    let (x, t) = (X::of(p.input)?, X::of(p.target)?);
+    let wrt_t = wrt_target(wrt)?;
+    let mut grad = zeroed::<X>(x.len());
     let parts = with_kind!(
         kind,
         grad_all(
-            p.x,
-            p.t,
+            x,
+            t,
             &[],
-            scale(&p, g0),
+            scale(p, g0),
             wrt_t,
             limit(p.input),
-            dt,
             true,
             &mut grad
         )
     )?;
-    let loss = reduced(&p, &parts)?;
+    let loss = reduced(p, &parts)?;
     let mut grads = Gradients::new();
-    grads.insert(
-        wrt.to_string(),
-        rounded_tensor(dt, p.input.shape().to_vec(), grad)?,
-    );
+    grads.insert(wrt.to_string(), X::tensor(p.input.shape().to_vec(), grad)?);
     Some((loss, grads))
 }
 
@@ -492,7 +497,8 @@ fn verdict(fin: f64, bad: f64) -> f64 {
 
 /// `(sum of losses, verdict)` over one block: the losses are first written to a small buffer
 /// (a plain map loop, which the compiler vectorises even through `exp`), then summed and checked
-/// in four lanes.
+/// in four lanes. The lanes walk `chunks_exact(4)` slices (like [`grad_loop`]): with indexed
+/// loads the compiler kept the lane arrays on the stack and the loop scalar.
 #[inline(always)]
 fn sum_block<K: Elem>(k: K, x: &[f64], t: &[f64], lim: f64) -> (f64, f64) {
     const SUB: usize = 256;
@@ -510,19 +516,17 @@ fn sum_block<K: Elem>(k: K, x: &[f64], t: &[f64], lim: f64) -> (f64, f64) {
             out[i] = k.loss(xs[i], ts[i]);
         }
         let out = &buf[..m];
-        let full = m / 4 * 4;
-        let mut i = 0;
-        while i < full {
+        let (xc, tc, oc) = (xs.chunks_exact(4), ts.chunks_exact(4), out.chunks_exact(4));
+        let (xr, tr, or) = (xc.remainder(), tc.remainder(), oc.remainder());
+        for ((xa, ta), oa) in xc.zip(tc).zip(oc) {
             for l in 0..4 {
-                let (xv, tv, v) = (xs[i + l], ts[i + l], out[i + l]);
+                let (xv, tv, v) = (xa[l], ta[l], oa[l]);
                 s[l] += v;
                 f[l] += (xv - xv) + (tv - tv) + (v - v);
                 b[l] = max(b[l], max(k.bad(xv, tv, lim), v.abs() - lim));
             }
-            i += 4;
         }
-        for j in full..m {
-            let (xv, tv, v) = (xs[j], ts[j], out[j]);
+        for ((&xv, &tv), &v) in xr.iter().zip(tr).zip(or) {
             st += v;
             ft += (xv - xv) + (tv - tv) + (v - v);
             bt = max(bt, max(k.bad(xv, tv, lim), v.abs() - lim));
@@ -731,71 +735,89 @@ fn grad_block_d<K: Elem>(
 }
 
 /// The `(sum, verdict)` of each block of losses, in order.
-fn sum_parts<K: Elem>(k: K, x: &[f64], t: &[f64], lim: f64) -> Vec<(f64, f64)> {
+fn sum_parts<K: Elem, X: Elt>(k: K, x: &[X], t: &[X], lim: f64) -> Vec<(f64, f64)> {
+    let one = |s: &mut Scratch, a: &[X], b: &[X]| {
+        let Scratch { a: sa, b: sb, .. } = s;
+        sum_block_d(k, load(a, sa), load(b, sb), lim)
+    };
     if x.len() < PAR_MIN {
-        vec![sum_block_d(k, x, t, lim)]
+        vec![one(&mut Scratch::default(), x, t)]
     } else {
         x.par_chunks(BLOCK)
             .zip(t.par_chunks(BLOCK))
-            .map(|(a, b)| sum_block_d(k, a, b, lim))
+            .map_init(Scratch::default, |s, (a, b)| one(s, a, b))
             .collect()
     }
 }
 
 /// The unreduced losses into `out`; false when an input pair is outside what the kernel handles.
-fn map_all<K: Elem>(k: K, x: &[f64], t: &[f64], lim: f64, out: &mut [f64]) -> bool {
-    let ok = if x.len() < PAR_MIN {
-        map_block_d(k, x, t, lim, out) == 0.0
+fn map_all<K: Elem, X: Elt>(k: K, x: &[X], t: &[X], lim: f64, out: &mut [X]) -> bool {
+    let one = |s: &mut Scratch, o: &mut [X], a: &[X], b: &[X]| {
+        let Scratch {
+            a: sa,
+            b: sb,
+            out: so,
+            ..
+        } = s;
+        let (a, b) = (load(a, sa), load(b, sb));
+        store(o, so, |o| map_block_d(k, a, b, lim, o) == 0.0)
+    };
+    if x.len() < PAR_MIN {
+        one(&mut Scratch::default(), out, x, t)
     } else {
         out.par_chunks_mut(BLOCK)
             .zip(x.par_chunks(BLOCK).zip(t.par_chunks(BLOCK)))
-            .map(|(o, (a, b))| map_block_d(k, a, b, lim, o) == 0.0)
+            .map_init(Scratch::default, |s, (o, (a, b))| one(s, o, a, b))
             .reduce(|| true, |a, b| a && b)
-    };
-    ok
+    }
 }
 
-/// The gradient (times `per[i]`, or `c` when `per` is empty) into `out`, rounded to `dtype`
+/// The gradient (times `per[i]`, or `c` when `per` is empty) into `out`, rounded to its type
 /// block by block while the block is in cache; with `with_loss`, each block's losses are summed
 /// first (the blocks of [`sum_parts`], which the returned parts equal; empty otherwise). `None`
 /// when the kernel has no gradient for the target or an input is outside what it handles.
-fn grad_all<K: Elem>(
+fn grad_all<K: Elem, X: Elt>(
     k: K,
-    x: &[f64],
-    t: &[f64],
+    x: &[X],
+    t: &[X],
     per: &[f64],
     c: f64,
     wrt_t: bool,
     lim: f64,
-    dtype: DType,
     with_loss: bool,
-    out: &mut [f64],
+    out: &mut [X],
 ) -> Option<Vec<(f64, f64)>> {
     if wrt_t && !K::HAS_DT {
         return None;
     }
-    let block = |o: &mut [f64], a: &[f64], b: &[f64], g: &[f64]| {
+    let block = |s: &mut Scratch, o: &mut [X], a: &[X], b: &[X], g: &[f64]| {
+        let Scratch {
+            a: sa,
+            b: sb,
+            out: so,
+            ..
+        } = s;
+        let (a, b) = (load(a, sa), load(b, sb));
         let part = if with_loss {
             sum_block_d(k, a, b, lim)
         } else {
             (0.0, 0.0)
         };
-        let ok = grad_block_d(k, a, b, g, c, wrt_t, lim, o) == 0.0;
-        round_in_place(dtype, o);
+        let ok = store(o, so, |o| grad_block_d(k, a, b, g, c, wrt_t, lim, o) == 0.0);
         (part, ok)
     };
     let blocks: Vec<((f64, f64), bool)> = if x.len() < PAR_MIN {
-        vec![block(out, x, t, per)]
+        vec![block(&mut Scratch::default(), out, x, t, per)]
     } else if per.is_empty() {
         out.par_chunks_mut(BLOCK)
             .zip(x.par_chunks(BLOCK).zip(t.par_chunks(BLOCK)))
-            .map(|(o, (a, b))| block(o, a, b, &[]))
+            .map_init(Scratch::default, |s, (o, (a, b))| block(s, o, a, b, &[]))
             .collect()
     } else {
         out.par_chunks_mut(BLOCK)
             .zip(x.par_chunks(BLOCK).zip(t.par_chunks(BLOCK)))
             .zip(per.par_chunks(BLOCK))
-            .map(|((o, (a, b)), g)| block(o, a, b, g))
+            .map_init(Scratch::default, |s, ((o, (a, b)), g)| block(s, o, a, b, g))
             .collect()
     };
     if !(c.is_finite() && blocks.iter().all(|b| b.1)) {

@@ -235,7 +235,10 @@ fn fused_forward_backward_equals_forward_then_backward() {
 #[test]
 fn zeroed_buffers_are_zeros_of_the_asked_length() {
     for n in [0, 1, 1 << 10, (1 << 20) + 3] {
-        let v = super::zeroed(n);
+        let v = super::zeroed::<f64>(n);
+        let w = super::zeroed::<f32>(n);
+        assert_eq!(w.len(), n);
+        assert!(w.iter().all(|&x| x.to_bits() == 0));
         assert_eq!(v.len(), n);
         assert!(v.iter().all(|&x| x.to_bits() == 0));
     }
