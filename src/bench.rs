@@ -410,9 +410,11 @@ fn serve(calls: usize) -> Result<Json, String> {
     }))
 }
 
+/// PyTorch's timings per workload, and a line saying how they were measured (version,
+/// threads, and `THP_MEM_ALLOC_ENABLE` when the script recorded it set).
 fn torch_results(
     path: &Path,
-) -> Result<BTreeMap<String, (Option<Timing>, Option<Timing>)>, String> {
+) -> Result<(BTreeMap<String, (Option<Timing>, Option<Timing>)>, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let j: Json = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = BTreeMap::new();
@@ -437,7 +439,17 @@ fn torch_results(
             (t(w.get("forward")), t(w.get("forward_backward"))),
         );
     }
-    Ok(out)
+    let mut label = format!(
+        "PyTorch {}, {} threads",
+        j.get("torch").and_then(Json::as_str).unwrap_or("?"),
+        j.get("threads")
+            .map(|t| t.to_string())
+            .unwrap_or("?".into())
+    );
+    if let Some(thp) = j.get("thp_mem_alloc_enable").and_then(Json::as_str) {
+        label.push_str(&format!(", THP_MEM_ALLOC_ENABLE={thp}"));
+    }
+    Ok((out, label))
 }
 
 fn fmt_s(t: Option<Timing>) -> String {
@@ -468,7 +480,12 @@ pub fn main(root: &Path, opts: Options) -> ExitCode {
     }
     let torch = match &opts.torch {
         Some(p) => match torch_results(p) {
-            Ok(t) => Some(t),
+            Ok((t, label)) => {
+                if opts.format != "json" {
+                    println!("torch columns: {label} ({})", p.display());
+                }
+                Some(t)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;

@@ -9,6 +9,12 @@ the loss call; forward_backward is the loss call plus `loss.backward()` with res
 same argument the reference differentiates (`input`, or `log_probs` for ctc_loss), inputs
 created with `requires_grad=True` outside the timed region. Each measurement: one warm-up run,
 then `--repeat` timed runs; min and median in seconds. Output: JSON on stdout.
+
+PyTorch's allocator backs large tensors with transparent huge pages only when the environment
+has THP_MEM_ALLOC_ENABLE=1 (the reference always advises them for its large buffers); run it
+both ways to see both comparisons (docs/benchmarks.md):
+
+    THP_MEM_ALLOC_ENABLE=1 tools/bench_torch.py --threads 2 > torch-thp.json
 """
 
 import argparse
@@ -129,6 +135,8 @@ def main():
             "repeat": args.repeat,
             "shrink": args.shrink,
             "cpu": cpu_model(),
+            # PyTorch's CPU allocator advises huge pages only with this set (c10 alloc_cpu).
+            "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE"),
             "workloads": out,
         },
         sys.stdout,
