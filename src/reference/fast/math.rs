@@ -21,60 +21,103 @@ fn pow2i(k: f64) -> f64 {
     f64::from_bits((k + (MAGIC + 1023.0)).to_bits() << 52)
 }
 
+/// The Taylor coefficients of `e^r`, `1/13!` down to `1/0!`, highest degree first.
+pub(crate) const EXP_C: [f64; 14] = [
+    1.0 / 6_227_020_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 39_916_800.0,
+    1.0 / 3_628_800.0,
+    1.0 / 362_880.0,
+    1.0 / 40_320.0,
+    1.0 / 5_040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
 /// `e^x`, relative error below 1e-15 over the whole range; 0 below -745.2, `inf` above 709.8,
 /// NaN for NaN. No branches: comparisons compile to selects.
 #[inline(always)]
 pub fn exp(x: f64) -> f64 {
+    // 14 terms of the series for |r| <= ln(2)/2: the next is below 4e-18 relative.
+    exp_terms::<14>(x)
+}
+
+/// [`exp`] from 10 terms of the series: relative error below 1e-11 (the remainder `r^10 / 10!`
+/// at `|r| = ln(2) / 2` is 6.9e-12, times at most `e^(ln(2) / 2)`). For float32 results made
+/// of positive terms, where it is 4 orders of magnitude below half an ulp.
+#[inline(always)]
+pub fn exp_short(x: f64) -> f64 {
+    exp_terms::<10>(x)
+}
+
+#[inline(always)]
+fn exp_terms<const N: usize>(x: f64) -> f64 {
     // Clamp with comparisons (a NaN fails both and stays NaN).
     let x = if x < -746.0 { -746.0 } else { x };
     let x = if x > 710.0 { 710.0 } else { x };
     let k = (x * LOG2E + MAGIC) - MAGIC;
     let r = (x - k * LN2_HI) - k * LN2_LO;
-    // Taylor series of e^r for |r| <= ln(2)/2: the 14th term is below 4e-18 relative.
-    let mut p = 1.0 / 6_227_020_800.0;
-    p = p * r + 1.0 / 479_001_600.0;
-    p = p * r + 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    let c = &EXP_C[14 - N..];
+    let mut p = c[0];
+    for &ci in &c[1..] {
+        p = p * r + ci;
+    }
     // 2^k in two factors so that neither overflows nor goes subnormal before the product.
     let k1 = (k * 0.5 + MAGIC) - MAGIC;
     let k2 = k - k1;
     p * pow2i(k1) * pow2i(k2)
 }
 
+/// `1 / (2k + 1)` for `k` = 18 down to 1: the series of `atanh(s) / s - 1` in `z = s^2`.
+const ATANH_C: [f64; 18] = [
+    1.0 / 37.0,
+    1.0 / 35.0,
+    1.0 / 33.0,
+    1.0 / 31.0,
+    1.0 / 29.0,
+    1.0 / 27.0,
+    1.0 / 25.0,
+    1.0 / 23.0,
+    1.0 / 21.0,
+    1.0 / 19.0,
+    1.0 / 17.0,
+    1.0 / 15.0,
+    1.0 / 13.0,
+    1.0 / 11.0,
+    1.0 / 9.0,
+    1.0 / 7.0,
+    1.0 / 5.0,
+    1.0 / 3.0,
+];
+
 /// `ln(1 + y)` for `y` in `[0, 1]` (where the fast kernels use it: `log1p(exp(-|x|))`), as
 /// `2 atanh(y / (2 + y))`; relative error a few ulps.
 #[inline(always)]
 pub fn log1p_unit(y: f64) -> f64 {
+    log1p_terms::<18>(y)
+}
+
+/// [`log1p_unit`] from 10 terms of the series: relative error below 1.5e-12 (the remainder
+/// `z^11 / 23` at `z = 1/9`). For float32 results made of positive terms, as [`exp_short`].
+#[inline(always)]
+pub fn log1p_unit_short(y: f64) -> f64 {
+    log1p_terms::<10>(y)
+}
+
+#[inline(always)]
+fn log1p_terms<const N: usize>(y: f64) -> f64 {
     let s = y / (2.0 + y);
     let z = s * s; // <= 1/9
-    let mut p = 1.0 / 37.0;
-    p = p * z + 1.0 / 35.0;
-    p = p * z + 1.0 / 33.0;
-    p = p * z + 1.0 / 31.0;
-    p = p * z + 1.0 / 29.0;
-    p = p * z + 1.0 / 27.0;
-    p = p * z + 1.0 / 25.0;
-    p = p * z + 1.0 / 23.0;
-    p = p * z + 1.0 / 21.0;
-    p = p * z + 1.0 / 19.0;
-    p = p * z + 1.0 / 17.0;
-    p = p * z + 1.0 / 15.0;
-    p = p * z + 1.0 / 13.0;
-    p = p * z + 1.0 / 11.0;
-    p = p * z + 1.0 / 9.0;
-    p = p * z + 1.0 / 7.0;
-    p = p * z + 1.0 / 5.0;
-    p = p * z + 1.0 / 3.0;
+    let c = &ATANH_C[18 - N..];
+    let mut p = c[0];
+    for &ci in &c[1..] {
+        p = p * z + ci;
+    }
     let t = p * z; // the series after its leading 1
     2.0 * s + 2.0 * s * t
 }
@@ -156,23 +199,7 @@ pub mod avx2 {
         let k = _mm256_sub_pd(_mm256_fmadd_pd(x, _mm256_set1_pd(LOG2E), magic), magic);
         let r = _mm256_fnmadd_pd(k, _mm256_set1_pd(LN2_HI), x);
         let r = _mm256_fnmadd_pd(k, _mm256_set1_pd(LN2_LO), r);
-        const C: [f64; 14] = [
-            1.0 / 6_227_020_800.0,
-            1.0 / 479_001_600.0,
-            1.0 / 39_916_800.0,
-            1.0 / 3_628_800.0,
-            1.0 / 362_880.0,
-            1.0 / 40_320.0,
-            1.0 / 5_040.0,
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ];
-        let c = &C[14 - N..];
+        let c = &super::EXP_C[14 - N..];
         let mut p = _mm256_set1_pd(c[0]);
         for &c in &c[1..] {
             p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(c));
@@ -334,6 +361,31 @@ mod tests {
         assert!(exp(f64::NAN).is_nan());
         // Subnormal results keep their magnitude.
         assert!(rel(exp(-740.0), (-740.0f64).exp()) < 1e-10);
+    }
+
+    /// The 10-term versions used for float32 results stay within their stated bounds.
+    #[test]
+    fn short_exp_and_log1p_are_within_their_bounds() {
+        let (mut we, mut wl) = (0.0f64, 0.0f64);
+        let mut x = -700.0;
+        while x < 700.0 {
+            we = we.max(rel(exp_short(x), x.exp()));
+            x += 0.00713;
+        }
+        let mut y = 0.0;
+        while y <= 1.0 {
+            if y > 0.0 {
+                wl = wl.max(rel(log1p_unit_short(y), y.ln_1p()));
+            }
+            y += 1.0 / 4096.0;
+        }
+        for y in [1e-300, 1e-20, 1e-8, 0.5, 1.0] {
+            wl = wl.max(rel(log1p_unit_short(y), y.ln_1p()));
+        }
+        assert!(we < 1e-11, "exp_short: worst relative error {we}");
+        assert!(wl < 1.5e-12, "log1p_unit_short: worst relative error {wl}");
+        // And they are the short series: the full ones are 4 orders of magnitude better.
+        assert!(we > 1e-14 && wl > 1e-15, "{we} {wl}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! is `-t` (`-e^t` with `log_target`).
 #![allow(clippy::too_many_arguments)] // the kernels take both operands, their strides and the reduction
 
-use super::math::{exp, ln, log1p_unit, sigmoid};
+use super::math::{exp, exp_short, ln, log1p_unit, log1p_unit_short, sigmoid};
 use super::{
     float_tensor, floats, load, nullish, only, reduction, store, tensor, zeroed, Elt, Red, Scratch,
     PAR_MIN,
@@ -157,6 +157,37 @@ impl Elem for BceLogits {
     }
 }
 
+/// [`BceLogits`] for float32 inputs with every target in [0, 1]: the loss's `exp` and `log1p`
+/// evaluate 10 terms of their series (relative error below 1.2e-11 per element). With such
+/// targets both parts of each loss are non-negative, so the sum keeps that relative error, 4
+/// orders of magnitude below half a float32 ulp. A target outside [0, 1] (the linear part can
+/// then cancel the softplus) sends the call to the general kernel. The gradient is the same.
+#[derive(Clone, Copy)]
+struct BceLogitsF32;
+impl Elem for BceLogitsF32 {
+    const HAS_DT: bool = true;
+    #[inline(always)]
+    fn loss(self, x: f64, t: f64) -> f64 {
+        let pos = (1.0 - t) * x;
+        let neg = -t * x;
+        let lin = if x > 0.0 { pos } else { neg };
+        lin + log1p_unit_short(exp_short(-x.abs()))
+    }
+    #[inline(always)]
+    fn dx(self, x: f64, t: f64) -> f64 {
+        BceLogits.dx(x, t)
+    }
+    #[inline(always)]
+    fn dt(self, x: f64, t: f64) -> f64 {
+        BceLogits.dt(x, t)
+    }
+    /// Float32 range (as the default) and a target in [0, 1].
+    #[inline(always)]
+    fn bad(self, x: f64, t: f64, lim: f64) -> f64 {
+        max((x - t).abs() - lim, (t - 0.5).abs() - 0.5)
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Bce;
 impl Elem for Bce {
@@ -289,6 +320,7 @@ enum Kind {
     SmoothL1(f64),
     Bce,
     BceLogits,
+    BceLogitsF32,
     Kl,
     KlLog,
 }
@@ -306,7 +338,12 @@ fn parse_kind<'a>(short: &str, call: &'a Call) -> Option<(Kind, Parsed<'a>)> {
             if !nullish(call, "pos_weight") {
                 return None;
             }
-            (Kind::BceLogits, parse(call, &["pos_weight"], false)?)
+            let p = parse(call, &["pos_weight"], false)?;
+            if p.input.dtype() == DType::Float32 {
+                (Kind::BceLogitsF32, p)
+            } else {
+                (Kind::BceLogits, p)
+            }
         }
         "kl_div" => {
             let log_target = match call.args.get("log_target") {
@@ -330,6 +367,7 @@ macro_rules! with_kind {
             Kind::SmoothL1(beta) => $f(SmoothL1 { beta }, $($arg),*),
             Kind::Bce => $f(Bce, $($arg),*),
             Kind::BceLogits => $f(BceLogits, $($arg),*),
+            Kind::BceLogitsF32 => $f(BceLogitsF32, $($arg),*),
             Kind::Kl => $f(KlDiv, $($arg),*),
             Kind::KlLog => $f(KlDivLogTarget, $($arg),*),
         }
