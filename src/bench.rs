@@ -241,36 +241,12 @@ fn time(repeat: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Timi
     Ok(Timing::of(v))
 }
 
-/// How the backward was timed: through `Backend::backward`, or (while the reference has no
-/// general gradient kernel registered for the API, so `backward` answers Unsupported) as
-/// `forward` followed by the fast gradient kernel directly.
-fn backward_route(w: &Workload) -> &'static str {
+fn run_backward(w: &Workload) -> Result<(), String> {
     let wrt = [w.wrt.to_string()];
     match Reference.backward(&w.call, &wrt, None) {
-        Outcome::Unsupported(_) => "forward + fast::backward",
-        _ => "Reference.backward",
-    }
-}
-
-fn run_backward(w: &Workload, direct: bool) -> Result<(), String> {
-    let wrt = [w.wrt.to_string()];
-    if !direct {
-        return match Reference.backward(&w.call, &wrt, None) {
-            Outcome::Value(_) => Ok(()),
-            Outcome::Error(e) => Err(e.to_string()),
-            Outcome::Unsupported(why) => Err(why),
-        };
-    }
-    let out = match Reference.forward(&w.call) {
-        Outcome::Value(t) => t,
-        other => return Err(format!("{other:?}")),
-    };
-    let ones = Tensor::from_f64(out.dtype(), out.shape().to_vec(), vec![1.0; out.numel()])
-        .map_err(|e| e.0)?;
-    match crate::reference::fast::backward(&w.call, &wrt, &ones) {
-        Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Err("no fast backward for this call".into()),
+        Outcome::Value(_) => Ok(()),
+        Outcome::Error(e) => Err(e.to_string()),
+        Outcome::Unsupported(why) => Err(why),
     }
 }
 
@@ -521,9 +497,7 @@ pub fn main(root: &Path, opts: Options) -> ExitCode {
             continue;
         };
         let fwd = time(opts.repeat, || run_forward(&w));
-        let route = backward_route(&w);
-        let direct = route != "Reference.backward";
-        let fb = time(opts.repeat, || run_backward(&w, direct));
+        let fb = time(opts.repeat, || run_backward(&w));
         let (fwd, fb) = match (fwd, fb) {
             (Ok(a), Ok(b)) => (Some(a), Some(b)),
             (a, b) => {
@@ -564,7 +538,6 @@ pub fn main(root: &Path, opts: Options) -> ExitCode {
             "shape": w.shape,
             "forward": fwd.map(|t| t.json()),
             "forward_backward": fb.map(|t| t.json()),
-            "backward_route": route,
             "torch_forward": tt.and_then(|t| t.0).map(|t| t.json()),
             "torch_forward_backward": tt.and_then(|t| t.1).map(|t| t.json()),
             "ratio_forward": tt.and_then(|t| t.0).zip(fwd).map(|(t, r)| r.min / t.min),
@@ -637,8 +610,21 @@ mod tests {
                 crate::reference::fast::forward(&w.call).is_some(),
                 "{name}: the fast path declined the bench call"
             );
+            // The backward's fast path: one pass for loss and gradient, or (CTC, which has no
+            // fused kernel) the fast gradient after the forward.
+            let wrt = [w.wrt.to_string()];
+            let fast_backward = if name == "ctc_loss" {
+                let ones = crate::tensor::Tensor::scalar(crate::tensor::DType::Float32, 1.0);
+                crate::reference::fast::backward(&w.call, &wrt, &ones).is_some()
+            } else {
+                crate::reference::fast::forward_backward(&w.call, &wrt, None).is_some()
+            };
+            assert!(
+                fast_backward,
+                "{name}: the fast backward declined the bench call"
+            );
             super::run_forward(&w).unwrap();
-            super::run_backward(&w, true).unwrap();
+            super::run_backward(&w).unwrap();
         }
     }
 }

@@ -282,25 +282,39 @@ def keras_pointwise(extra):
     return gen
 
 
-def gen_keras_bce(d):
+def keras_binary_args(d):
+    """(dtype, shape, args) of a binary Keras crossentropy (plain or focal): logits or
+    probabilities, binary or soft labels, `from_logits` when it matters or sometimes."""
     dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3))
     from_logits = d.chance(0.5)
     y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.probs(dt, shape)
     args = {"y_true": d.pick((d.binary, d.probs))(dt, shape), "y_pred": y_pred}
     if from_logits or d.chance(0.3):
         args["from_logits"] = from_logits
-    d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5)), 0.3)
-    d.maybe(args, "axis", lambda: d.pick((-1, 0)), 0.2)
-    return keras_common(d, args, dt, shape[0])
+    return dt, shape, args
 
 
-def gen_keras_cce(d):
+def keras_categorical_args(d):
+    """(dtype, shape, args) of a categorical Keras crossentropy (plain or focal): logits or
+    distributions, one-hot or soft labels over at most 5 classes."""
     dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3), 1, 5)
     from_logits = d.chance(0.5)
     y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.distribution(dt, shape)
     args = {"y_true": d.distribution(dt, shape, onehot=d.chance(0.6)), "y_pred": y_pred}
     if from_logits or d.chance(0.3):
         args["from_logits"] = from_logits
+    return dt, shape, args
+
+
+def gen_keras_bce(d):
+    dt, shape, args = keras_binary_args(d)
+    d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5)), 0.3)
+    d.maybe(args, "axis", lambda: d.pick((-1, 0)), 0.2)
+    return keras_common(d, args, dt, shape[0])
+
+
+def gen_keras_cce(d):
+    dt, shape, args = keras_categorical_args(d)
     d.maybe(args, "label_smoothing", lambda: d.pick((0.0, 0.1, 0.5)), 0.3)
     d.maybe(args, "axis", lambda: d.pick((-1, 0)), 0.2)
     return keras_common(d, args, dt, shape[0])
@@ -658,12 +672,7 @@ def gen_keras_gce(d):
 
 
 def gen_keras_binary_focal(d):
-    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3))
-    from_logits = d.chance(0.5)
-    y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.probs(dt, shape)
-    args = {"y_true": d.pick((d.binary, d.probs))(dt, shape), "y_pred": y_pred}
-    if from_logits or d.chance(0.3):
-        args["from_logits"] = from_logits
+    dt, shape, args = keras_binary_args(d)
     d.maybe(args, "apply_class_balancing", lambda: d.chance(0.5), 0.4)
     d.maybe(args, "alpha", lambda: d.pick((0.25, 0.5, 0.0, 1.0)), 0.3)
     d.maybe(args, "gamma", lambda: d.pick((2.0, 0.0, 1.0, 0.5, 3.0)), 0.4)
@@ -674,12 +683,7 @@ def gen_keras_binary_focal(d):
 
 
 def gen_keras_categorical_focal(d):
-    dt, shape = d.float_dtype(), d.dims(d.rng.randint(1, 3), 1, 5)
-    from_logits = d.chance(0.5)
-    y_pred = d.floats(dt, shape, -10.0, 10.0) if from_logits else d.distribution(dt, shape)
-    args = {"y_true": d.distribution(dt, shape, onehot=d.chance(0.6)), "y_pred": y_pred}
-    if from_logits or d.chance(0.3):
-        args["from_logits"] = from_logits
+    dt, shape, args = keras_categorical_args(d)
     d.maybe(args, "alpha", lambda: d.pick((0.25, 0.5, 1.0)) if d.chance(0.7)  # or per class, as a tensor
             else d.probs("float32", shape[-1:], edges=0.0), 0.3)
     d.maybe(args, "gamma", lambda: d.pick((2.0, 0.0, 1.0, 0.5)), 0.4)

@@ -219,12 +219,13 @@ impl Backend for Reference {
         wrt: &[String],
         grad_output: Option<&Tensor>,
     ) -> Outcome<Gradients> {
-        // A large call the fast kernels handle: the loss and the gradient in one pass (the
-        // loss is computed, as autograd's forward is, and checked like `forward` checks it).
-        if kernels().iter().any(|(name, _)| *name == call.api)
-            && gradient_kernels().iter().any(|(name, _)| *name == call.api)
-            && check_signature(call).is_ok()
-        {
+        let gradient = gradient_kernels()
+            .into_iter()
+            .find(|(name, _)| *name == call.api)
+            .map(|(_, kernel)| kernel);
+        // A call the fast kernels handle: the loss and the gradient in one pass (the loss is
+        // computed, as autograd's forward is, and checked like `forward` checks it).
+        if gradient.is_some() && check_signature(call).is_ok() {
             if let Ok(targets) = targets(call, wrt) {
                 if let Some((_loss, grads)) = fast::forward_backward(call, wrt, grad_output) {
                     return answer(call, targets, grads).into();
@@ -236,10 +237,7 @@ impl Backend for Reference {
             Outcome::Error(e) => return Outcome::Error(e),
             Outcome::Unsupported(why) => return Outcome::Unsupported(why),
         };
-        let Some((_, kernel)) = gradient_kernels()
-            .into_iter()
-            .find(|(name, _)| *name == call.api)
-        else {
+        let Some(kernel) = gradient else {
             return Outcome::Unsupported(format!("the reference has no gradient for {}", call.api));
         };
         backward_with(kernel, call, wrt, grad_output, &output).into()

@@ -1,7 +1,7 @@
 //! Helpers shared by the kernels' unit tests: build a call, run it on the reference, take the
 //! value or the error kind apart.
 
-use crate::backend::{Backend, Call, ErrorKind, Outcome, Value};
+use crate::backend::{Backend, Call, ErrorKind, Gradients, Outcome, Value};
 use crate::reference::Reference;
 use crate::tensor::{DType, Tensor};
 
@@ -40,9 +40,9 @@ pub fn values(o: Outcome) -> Vec<f64> {
     value(o).to_f64_vec()
 }
 
-/// The reference's gradients of `api` (all ones as `grad_output`) with respect to `wrt`, in
-/// that order; panics with the outcome when it is not a value.
-pub fn gradients(api: &str, args: &[(&str, Value)], wrt: &[&str]) -> Vec<Vec<f64>> {
+/// The reference's gradients of `api` (all ones as `grad_output`) with respect to `wrt`;
+/// panics with the outcome when it is not a value.
+pub fn backward(api: &str, args: &[(&str, Value)], wrt: &[&str]) -> Gradients {
     let call = Call {
         api: api.into(),
         args: args
@@ -52,10 +52,15 @@ pub fn gradients(api: &str, args: &[(&str, Value)], wrt: &[&str]) -> Vec<Vec<f64
     };
     let wrt: Vec<String> = wrt.iter().map(|w| w.to_string()).collect();
     match Reference.backward(&call, &wrt, None) {
-        Outcome::Value(mut g) => wrt
-            .iter()
-            .map(|w| g.remove(w).expect("every asked gradient").to_f64_vec())
-            .collect(),
+        Outcome::Value(g) => g,
         other => panic!("{api}: expected gradients, got {other:?}"),
     }
+}
+
+/// The elements of [`backward`]'s gradients, in the order of `wrt`.
+pub fn gradients(api: &str, args: &[(&str, Value)], wrt: &[&str]) -> Vec<Vec<f64>> {
+    let mut g = backward(api, args, wrt);
+    wrt.iter()
+        .map(|w| g.remove(*w).expect("every asked gradient").to_f64_vec())
+        .collect()
 }

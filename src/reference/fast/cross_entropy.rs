@@ -10,8 +10,8 @@
 
 use super::math::{exp, simd};
 use super::{
-    float_tensor, floats, load, nullish, only, reduction, store, tensor, zeroed, Elt, Red, Scratch,
-    PAR_MIN,
+    float_tensor, floats, load, nullish, only, reduction, store, tensor, with_elt, zeroed, Elt,
+    Red, Scratch, PAR_MIN,
 };
 use crate::backend::{Call, Gradients, Value};
 use crate::tensor::{DType, Tensor};
@@ -245,20 +245,9 @@ fn reduced(p: &Parsed, losses: Vec<f64>) -> Option<Tensor> {
     tensor(dt, vec![], vec![out])
 }
 
-/// Runs `$f::<X>(...)` with `X` the storage type of the logits.
-macro_rules! with_elt {
-    ($p:expr, $f:ident($($arg:expr),*)) => {
-        match $p.input.dtype() {
-            DType::Float32 => $f::<f32>($($arg),*),
-            DType::Float64 => $f::<f64>($($arg),*),
-            _ => None,
-        }
-    };
-}
-
 pub fn forward(call: &Call) -> Option<Tensor> {
     let p = parse(call)?;
-    with_elt!(p, forward_as(&p))
+    with_elt!(p.input.dtype(), forward_as(&p))
 }
 
 fn forward_as<X: Elt>(p: &Parsed) -> Option<Tensor> {
@@ -355,7 +344,7 @@ pub fn backward(call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
         return None;
     }
     let p = parse(call)?;
-    let grad = with_elt!(p, gradient_tensor(&p, g))?.0;
+    let grad = with_elt!(p.input.dtype(), gradient_tensor(&p, g))?.0;
     let mut out = Gradients::new();
     out.insert("input".into(), grad);
     Some(out)
@@ -386,7 +375,7 @@ pub fn forward_backward(
         Some(g) => floats(g)?,
         None => Cow::Owned(vec![1.0; if p.red == Red::None { p.n } else { 1 }]),
     };
-    let (grad, losses) = with_elt!(p, gradient_tensor(&p, &g))?;
+    let (grad, losses) = with_elt!(p.input.dtype(), gradient_tensor(&p, &g))?;
     let loss = reduced(&p, losses)?;
     let mut grads = Gradients::new();
     grads.insert("input".into(), grad);

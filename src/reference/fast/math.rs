@@ -62,15 +62,22 @@ fn exp_terms<const N: usize>(x: f64) -> f64 {
     let x = if x > 710.0 { 710.0 } else { x };
     let k = (x * LOG2E + MAGIC) - MAGIC;
     let r = (x - k * LN2_HI) - k * LN2_LO;
-    let c = &EXP_C[14 - N..];
-    let mut p = c[0];
-    for &ci in &c[1..] {
-        p = p * r + ci;
-    }
+    let p = horner(&EXP_C[14 - N..], r);
     // 2^k in two factors so that neither overflows nor goes subnormal before the product.
     let k1 = (k * 0.5 + MAGIC) - MAGIC;
     let k2 = k - k1;
     p * pow2i(k1) * pow2i(k2)
+}
+
+/// `c[0] r^(n-1) + c[1] r^(n-2) + ... + c[n-1]` by Horner's rule, without fused multiply-adds
+/// (the callers pass constant-length slices, so the loop unrolls).
+#[inline(always)]
+fn horner(c: &[f64], r: f64) -> f64 {
+    let mut p = c[0];
+    for &ci in &c[1..] {
+        p = p * r + ci;
+    }
+    p
 }
 
 /// `1 / (2k + 1)` for `k` = 18 down to 1: the series of `atanh(s) / s - 1` in `z = s^2`.
@@ -113,12 +120,7 @@ pub fn log1p_unit_short(y: f64) -> f64 {
 fn log1p_terms<const N: usize>(y: f64) -> f64 {
     let s = y / (2.0 + y);
     let z = s * s; // <= 1/9
-    let c = &ATANH_C[18 - N..];
-    let mut p = c[0];
-    for &ci in &c[1..] {
-        p = p * z + ci;
-    }
-    let t = p * z; // the series after its leading 1
+    let t = horner(&ATANH_C[18 - N..], z) * z; // the series after its leading 1
     2.0 * s + 2.0 * s * t
 }
 

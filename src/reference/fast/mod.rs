@@ -219,6 +219,19 @@ impl Elt for f64 {
     }
 }
 
+/// Runs `$f::<X>(...)` with `X` the storage type ([`Elt`]) of a float32 or float64 dtype; `None`
+/// for another dtype.
+macro_rules! with_elt {
+    ($dtype:expr, $f:ident($($arg:expr),*)) => {
+        match $dtype {
+            $crate::tensor::DType::Float32 => $f::<f32>($($arg),*),
+            $crate::tensor::DType::Float64 => $f::<f64>($($arg),*),
+            _ => None,
+        }
+    };
+}
+pub(crate) use with_elt;
+
 /// `s` as `f64`: the slice itself for `f64`, else converted into `buf` (a block at a time, so
 /// the copy stays in cache).
 #[inline]

@@ -10,8 +10,8 @@
 
 use super::math::{exp, exp_short, ln, log1p_unit, log1p_unit_short, sigmoid};
 use super::{
-    float_tensor, floats, load, nullish, only, reduction, store, tensor, zeroed, Elt, Red, Scratch,
-    PAR_MIN,
+    float_tensor, floats, load, nullish, only, reduction, store, tensor, with_elt, zeroed, Elt,
+    Red, Scratch, PAR_MIN,
 };
 use crate::backend::{Call, Gradients, Value};
 use crate::tensor::{DType, Tensor};
@@ -138,9 +138,15 @@ impl Elem for SmoothL1 {
     }
 }
 
+/// `binary_cross_entropy_with_logits`. With `SHORT` (float32 inputs, every target in [0, 1])
+/// the loss's `exp` and `log1p` evaluate 10 terms of their series (relative error below 1.2e-11
+/// per element): with such targets both parts of each loss are non-negative, so the sum keeps
+/// that relative error, 4 orders of magnitude below half a float32 ulp. A target outside
+/// [0, 1] (the linear part can then cancel the softplus) sends such a call to the general
+/// kernel. The gradient is the same either way.
 #[derive(Clone, Copy)]
-struct BceLogits;
-impl Elem for BceLogits {
+struct BceLogits<const SHORT: bool>;
+impl<const SHORT: bool> Elem for BceLogits<SHORT> {
     const HAS_DT: bool = true;
     /// `(1 - t) x + softplus(-x)`; for `t` in [0, 1] both parts are non-negative.
     #[inline(always)]
@@ -148,7 +154,12 @@ impl Elem for BceLogits {
         let pos = (1.0 - t) * x;
         let neg = -t * x;
         let lin = if x > 0.0 { pos } else { neg };
-        lin + log1p_unit(exp(-x.abs()))
+        let softplus = if SHORT {
+            log1p_unit_short(exp_short(-x.abs()))
+        } else {
+            log1p_unit(exp(-x.abs()))
+        };
+        lin + softplus
     }
     #[inline(always)]
     fn dx(self, x: f64, t: f64) -> f64 {
@@ -158,36 +169,15 @@ impl Elem for BceLogits {
     fn dt(self, x: f64, _t: f64) -> f64 {
         -x
     }
-}
-
-/// [`BceLogits`] for float32 inputs with every target in [0, 1]: the loss's `exp` and `log1p`
-/// evaluate 10 terms of their series (relative error below 1.2e-11 per element). With such
-/// targets both parts of each loss are non-negative, so the sum keeps that relative error, 4
-/// orders of magnitude below half a float32 ulp. A target outside [0, 1] (the linear part can
-/// then cancel the softplus) sends the call to the general kernel. The gradient is the same.
-#[derive(Clone, Copy)]
-struct BceLogitsF32;
-impl Elem for BceLogitsF32 {
-    const HAS_DT: bool = true;
-    #[inline(always)]
-    fn loss(self, x: f64, t: f64) -> f64 {
-        let pos = (1.0 - t) * x;
-        let neg = -t * x;
-        let lin = if x > 0.0 { pos } else { neg };
-        lin + log1p_unit_short(exp_short(-x.abs()))
-    }
-    #[inline(always)]
-    fn dx(self, x: f64, t: f64) -> f64 {
-        BceLogits.dx(x, t)
-    }
-    #[inline(always)]
-    fn dt(self, x: f64, t: f64) -> f64 {
-        BceLogits.dt(x, t)
-    }
-    /// Float32 range (as the default) and a target in [0, 1].
+    /// The float32 range (as the default), and with `SHORT` a target in [0, 1].
     #[inline(always)]
     fn bad(self, x: f64, t: f64, lim: f64) -> f64 {
-        max((x - t).abs() - lim, (t - 0.5).abs() - 0.5)
+        let range = (x - t).abs() - lim;
+        if SHORT {
+            max(range, (t - 0.5).abs() - 0.5)
+        } else {
+            range
+        }
     }
 }
 
@@ -369,28 +359,17 @@ macro_rules! with_kind {
             Kind::L1 => $f(L1, $($arg),*),
             Kind::SmoothL1(beta) => $f(SmoothL1 { beta }, $($arg),*),
             Kind::Bce => $f(Bce, $($arg),*),
-            Kind::BceLogits => $f(BceLogits, $($arg),*),
-            Kind::BceLogitsF32 => $f(BceLogitsF32, $($arg),*),
+            Kind::BceLogits => $f(BceLogits::<false>, $($arg),*),
+            Kind::BceLogitsF32 => $f(BceLogits::<true>, $($arg),*),
             Kind::Kl => $f(KlDiv, $($arg),*),
             Kind::KlLog => $f(KlDivLogTarget, $($arg),*),
         }
     };
 }
 
-/// Runs `$f::<X>(...)` with `X` the storage type of the call's float dtype.
-macro_rules! with_elt {
-    ($p:expr, $f:ident($($arg:expr),*)) => {
-        match $p.input.dtype() {
-            DType::Float32 => $f::<f32>($($arg),*),
-            DType::Float64 => $f::<f64>($($arg),*),
-            _ => None,
-        }
-    };
-}
-
 pub fn forward(short: &str, call: &Call) -> Option<Tensor> {
     let (kind, p) = parse_kind(short, call)?;
-    with_elt!(p, forward_as(kind, &p))
+    with_elt!(p.input.dtype(), forward_as(kind, &p))
 }
 
 fn forward_as<X: Elt>(kind: Kind, p: &Parsed) -> Option<Tensor> {
@@ -447,7 +426,7 @@ fn wrt_target(name: &str) -> Option<bool> {
 
 pub fn backward(short: &str, call: &Call, wrt: &[String], g: &[f64]) -> Option<Gradients> {
     let (kind, p) = parse_kind(short, call)?;
-    with_elt!(p, backward_as(kind, &p, wrt, g))
+    with_elt!(p.input.dtype(), backward_as(kind, &p, wrt, g))
 }
 
 fn backward_as<X: Elt>(kind: Kind, p: &Parsed, wrt: &[String], g: &[f64]) -> Option<Gradients> {
@@ -493,7 +472,7 @@ pub fn forward_backward(
         Some(g) if g.shape().is_empty() => floats(g)?[0],
         Some(_) => return None,
     };
-    with_elt!(p, forward_backward_as(kind, &p, wrt, g0))
+    with_elt!(p.input.dtype(), forward_backward_as(kind, &p, wrt, g0))
 }
 
 fn forward_backward_as<X: Elt>(

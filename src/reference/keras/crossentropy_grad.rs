@@ -10,7 +10,7 @@
 //!   kernel's second output, dense labels `g * -log_softmax(logits)`, sparse labels nothing.
 
 use super::reduction::{collect, mean_all_backward, mean_axis_backward, tf_mean, tf_sum, Common};
-use super::{cast_to_int64, clip, only_known, py_float, reduce_axis_index, Inputs};
+use super::{cast_to_int64, clip, crossentropy_args, only_known, reduce_axis_index, Inputs};
 use crate::backend::{CallError, Gradients};
 use crate::reference::tf_nn::nd::{canonical_axis, Fp, Nd};
 use crate::reference::{Args, Backward};
@@ -71,13 +71,7 @@ pub(crate) fn sigmoid_xent_backward(p: Fp, z: f64, x: f64, g: f64) -> (f64, f64)
 }
 
 pub(super) fn binary_crossentropy_backward(a: &Args, b: &Backward) -> Result<Gradients, CallError> {
-    only_known(a, &["from_logits", "label_smoothing", "axis"])?;
-    let c = Common::read(a)?;
-    let p = c.fp();
-    let from_logits = a.bool_or("from_logits", false)?;
-    let ls = py_float(a, "label_smoothing", 0.0)?;
-    let axis = a.opt_i64("axis", Some(-1))?;
-    let inp = Inputs::read(a, c)?;
+    let (c, p, from_logits, ls, axis, inp) = crossentropy_args(a)?;
     let keep = p.r(1.0 - ls);
     let target = super::binary_target(p, &inp.y_true, &inp.y_pred, ls)?;
     let output = &inp.y_pred;
@@ -161,13 +155,7 @@ pub(super) fn categorical_crossentropy_backward(
     a: &Args,
     b: &Backward,
 ) -> Result<Gradients, CallError> {
-    only_known(a, &["from_logits", "label_smoothing", "axis"])?;
-    let c = Common::read(a)?;
-    let p = c.fp();
-    let from_logits = a.bool_or("from_logits", false)?;
-    let ls = py_float(a, "label_smoothing", 0.0)?;
-    let axis = a.opt_i64("axis", Some(-1))?;
-    let inp = Inputs::read(a, c)?;
+    let (c, p, from_logits, ls, axis, inp) = crossentropy_args(a)?;
     let keep = p.r(1.0 - ls);
     let mut target = inp.y_true.clone();
     if ls != 0.0 {

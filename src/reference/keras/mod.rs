@@ -384,14 +384,26 @@ fn binary_target(p: Fp, y_true: &Nd, output: &Nd, ls: f64) -> Result<Nd, CallErr
     Ok(target)
 }
 
-fn binary_crossentropy(a: &Args) -> Result<Tensor, CallError> {
+/// The arguments of `BinaryCrossentropy` and `CategoricalCrossentropy`, read alike by their
+/// forward and backward kernels: `(common options, their Fp, from_logits, label_smoothing,
+/// axis (default -1), the inputs cast to the loss dtype)`.
+type CrossentropyArgs = (Common, Fp, bool, f64, Option<i64>, Inputs);
+
+fn crossentropy_args(a: &Args) -> Result<CrossentropyArgs, CallError> {
     only_known(a, &["from_logits", "label_smoothing", "axis"])?;
     let c = Common::read(a)?;
-    let p = c.fp();
-    let from_logits = a.bool_or("from_logits", false)?;
-    let ls = py_float(a, "label_smoothing", 0.0)?;
-    let axis = a.opt_i64("axis", Some(-1))?;
-    let inp = Inputs::read(a, c)?;
+    Ok((
+        c,
+        c.fp(),
+        a.bool_or("from_logits", false)?,
+        py_float(a, "label_smoothing", 0.0)?,
+        a.opt_i64("axis", Some(-1))?,
+        Inputs::read(a, c)?,
+    ))
+}
+
+fn binary_crossentropy(a: &Args) -> Result<Tensor, CallError> {
+    let (c, p, from_logits, ls, axis, inp) = crossentropy_args(a)?;
     let target = binary_target(p, &inp.y_true, &inp.y_pred, ls)?;
     let output = &inp.y_pred;
     let terms = if from_logits {
@@ -409,13 +421,7 @@ fn binary_crossentropy(a: &Args) -> Result<Tensor, CallError> {
 }
 
 fn categorical_crossentropy(a: &Args) -> Result<Tensor, CallError> {
-    only_known(a, &["from_logits", "label_smoothing", "axis"])?;
-    let c = Common::read(a)?;
-    let p = c.fp();
-    let from_logits = a.bool_or("from_logits", false)?;
-    let ls = py_float(a, "label_smoothing", 0.0)?;
-    let axis = a.opt_i64("axis", Some(-1))?;
-    let inp = Inputs::read(a, c)?;
+    let (c, p, from_logits, ls, axis, inp) = crossentropy_args(a)?;
     let (mut target, output) = (inp.y_true.clone(), &inp.y_pred);
     if output.rank() == 0 {
         return Err(CallError::shape(

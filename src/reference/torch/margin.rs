@@ -865,18 +865,7 @@ pub(crate) mod tests {
         args: &[(&str, Value)],
         wrt: &[&str],
     ) -> crate::backend::Gradients {
-        let call = Call {
-            api: format!("torch.nn.functional.{f}"),
-            args: args
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        };
-        let wrt: Vec<String> = wrt.iter().map(|w| w.to_string()).collect();
-        match Reference.backward(&call, &wrt, None) {
-            Outcome::Value(g) => g,
-            other => panic!("{f}: expected gradients, got {other:?}"),
-        }
+        crate::reference::testing::backward(&format!("torch.nn.functional.{f}"), args, wrt)
     }
 
     pub(crate) fn error_kind(f: &str, args: &[(&str, Value)]) -> ErrorKind {
